@@ -1,0 +1,231 @@
+"""NVIDIA GPUs through NVML (``import pynvml``, from the nvidia-ml-py package).
+
+Example::
+
+    >>> from wattwise.sources.nvml import NvmlSource, SourceUnavailable
+    >>> try:
+    ...     gpus = NvmlSource.open()
+    ... except SourceUnavailable as why:
+    ...     print(why)          # e.g. "no NVIDIA GPU: NVML library not found"
+
+Each GPU is read through its total-energy counter (``nvmlDeviceGetTotalEnergyConsumption``, Volta
+and newer, millijoules since the driver loaded). A GPU without that counter is sampled by a
+background thread that integrates ``nvmlDeviceGetPowerUsage`` every 100 ms. The devices measured are
+the ones this process uses: ``CUDA_VISIBLE_DEVICES`` (indices, ``GPU-`` UUIDs or ``MIG-`` UUIDs)
+narrowed by ``LOCAL_RANK`` when a launcher started one process per GPU.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from .base import Component, SourceUnavailable
+
+POLL_INTERVAL_S = 0.1
+
+__all__ = ["NvmlSource", "SourceUnavailable", "parse_visible_devices", "select_for_rank"]
+
+
+def parse_visible_devices(value: str | None) -> list[str] | None:
+    """Entries of ``CUDA_VISIBLE_DEVICES`` in order; None when unset (every GPU is visible).
+
+    Like CUDA, parsing stops at the first invalid entry (so ``"0,1,-1,2"`` means ``["0", "1"]``).
+    """
+    if value is None:
+        return None
+    entries: list[str] = []
+    for raw in value.split(","):
+        entry = raw.strip()
+        if not entry:
+            break
+        if entry.isdigit() or entry.startswith(("GPU-", "MIG-")):
+            entries.append(entry)
+        else:
+            break
+    return entries
+
+
+def select_for_rank(visible: Sequence[str], local_rank: int | None) -> list[str]:
+    """The visible devices this process drives.
+
+    One visible device: that one. Several and a local rank (torchrun, accelerate, Lightning DDP set
+    ``LOCAL_RANK``): the device at that position, as ``cuda:LOCAL_RANK`` would. Otherwise all of them
+    (one process using several GPUs).
+    """
+    if len(visible) <= 1 or local_rank is None:
+        return list(visible)
+    if 0 <= local_rank < len(visible):
+        return [visible[local_rank]]
+    return list(visible)
+
+
+@dataclass
+class _Device:
+    index: int
+    handle: object
+    name: str
+    detail: str
+    counter: bool
+    baseline_mj: int = 0
+
+
+class NvmlSource:
+    """Cumulative joules of this process's NVIDIA GPUs since ``open()``."""
+
+    def __init__(self, devices: list[_Device], nvml) -> None:
+        self._nvml = nvml
+        self._devices = devices
+        self.components = tuple(
+            Component(f"gpu:{d.index}", kind="gpu", measured=True, source="nvml", scope="device", detail=d.detail)
+            for d in devices
+        )
+        self._polled = [d for d in devices if not d.counter]
+        self._polled_j = [0.0] * len(self._polled)
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        if self._polled:
+            self._thread = threading.Thread(target=self._poll, name="wattwise-nvml-poll", daemon=True)
+            self._thread.start()
+
+    @classmethod
+    def open(cls, visible: str | None = None, local_rank: int | None = None) -> NvmlSource:
+        """Start NVML and pick this process's GPUs; raise ``SourceUnavailable`` with the reason otherwise.
+
+        ``visible`` and ``local_rank`` default to ``CUDA_VISIBLE_DEVICES`` and ``LOCAL_RANK``.
+        """
+        try:
+            import pynvml
+        except ImportError as exc:  # nvidia-ml-py is a dependency, but be honest if it is missing
+            raise SourceUnavailable(f"no NVIDIA GPU source: pynvml is not importable ({exc})") from None
+        try:
+            pynvml.nvmlInit()
+        except pynvml.NVMLError as exc:
+            raise SourceUnavailable(f"no NVIDIA GPU source: NVML could not start ({exc})") from None
+        try:
+            if visible is None:
+                visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+            if local_rank is None and os.environ.get("LOCAL_RANK", "").isdigit():
+                local_rank = int(os.environ["LOCAL_RANK"])
+            count = pynvml.nvmlDeviceGetCount()
+            entries = parse_visible_devices(visible)
+            if entries is None:
+                entries = [str(i) for i in range(count)]
+            chosen = select_for_rank(entries, local_rank)
+            if not chosen:
+                raise SourceUnavailable(
+                    f"no NVIDIA GPU source: CUDA_VISIBLE_DEVICES={visible!r} hides every GPU"
+                    if count
+                    else "no NVIDIA GPU source: NVML sees no GPU"
+                )
+            devices = _resolve(pynvml, chosen, count)
+        except SourceUnavailable:
+            pynvml.nvmlShutdown()
+            raise
+        except pynvml.NVMLError as exc:
+            pynvml.nvmlShutdown()
+            raise SourceUnavailable(f"no NVIDIA GPU source: NVML failed while listing GPUs ({exc})") from None
+        return cls(devices, pynvml)
+
+    def read_j(self) -> tuple[float, ...]:
+        polled = iter(self._snapshot_polled())
+        values = []
+        for device in self._devices:
+            if device.counter:
+                now_mj = self._nvml.nvmlDeviceGetTotalEnergyConsumption(device.handle)
+                values.append((now_mj - device.baseline_mj) / 1000.0)
+            else:
+                values.append(next(polled))
+        return tuple(values)
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=2 * POLL_INTERVAL_S + 1.0)
+        try:
+            self._nvml.nvmlShutdown()
+        except Exception:  # shutting down twice or after a driver fault is harmless here
+            pass
+
+    def _snapshot_polled(self) -> list[float]:
+        with self._lock:
+            return list(self._polled_j)
+
+    def _poll(self) -> None:
+        last_t = time.monotonic()
+        last_w = [self._power_w(d) for d in self._polled]
+        while not self._stop.wait(POLL_INTERVAL_S):
+            now = time.monotonic()
+            power_w = [self._power_w(d) for d in self._polled]
+            with self._lock:
+                for i, (before, after) in enumerate(zip(last_w, power_w, strict=True)):
+                    self._polled_j[i] += 0.5 * (before + after) * (now - last_t)
+            last_t, last_w = now, power_w
+
+    def _power_w(self, device: _Device) -> float:
+        try:
+            return self._nvml.nvmlDeviceGetPowerUsage(device.handle) / 1000.0
+        except self._nvml.NVMLError:
+            return 0.0
+
+
+def _resolve(nvml, entries: list[str], count: int) -> list[_Device]:
+    """NVML handles for visible-device entries, each physical GPU once (MIG instances share one)."""
+    by_index: dict[int, _Device] = {}
+    for entry in entries:
+        mig = False
+        if entry.isdigit():
+            if int(entry) >= count:
+                continue  # CUDA ignores indices past the last GPU
+            handle = nvml.nvmlDeviceGetHandleByIndex(int(entry))
+        elif entry.startswith("MIG-"):
+            mig = True
+            handle = nvml.nvmlDeviceGetDeviceHandleFromMigDeviceHandle(
+                nvml.nvmlDeviceGetHandleByUUID(entry)
+            )
+        else:
+            handle = _handle_by_uuid_prefix(nvml, entry, count)
+        index = nvml.nvmlDeviceGetIndex(handle)
+        if index in by_index:
+            continue
+        name = _text(nvml.nvmlDeviceGetName(handle))
+        counter = _has_energy_counter(nvml, handle)
+        how = "total-energy counter" if counter else f"power sampled every {POLL_INTERVAL_S:g} s (no energy counter)"
+        detail = f"{name}, {how}"
+        if mig:
+            detail += "; MIG: the counter covers the whole GPU, shared with its other instances"
+        device = _Device(index=index, handle=handle, name=name, detail=detail, counter=counter)
+        if counter:
+            device.baseline_mj = nvml.nvmlDeviceGetTotalEnergyConsumption(handle)
+        by_index[index] = device
+    return list(by_index.values())
+
+
+def _handle_by_uuid_prefix(nvml, entry: str, count: int):
+    """CUDA accepts any unique prefix of a GPU UUID; NVML only the whole UUID."""
+    matches = []
+    for i in range(count):
+        handle = nvml.nvmlDeviceGetHandleByIndex(i)
+        if _text(nvml.nvmlDeviceGetUUID(handle)).startswith(entry):
+            matches.append(handle)
+    if len(matches) != 1:
+        raise SourceUnavailable(
+            f"no NVIDIA GPU source: CUDA_VISIBLE_DEVICES entry {entry!r} matches {len(matches)} GPUs"
+        )
+    return matches[0]
+
+
+def _has_energy_counter(nvml, handle) -> bool:
+    try:
+        nvml.nvmlDeviceGetTotalEnergyConsumption(handle)
+    except nvml.NVMLError:
+        return False
+    return True
+
+
+def _text(value: str | bytes) -> str:
+    return value.decode() if isinstance(value, bytes) else value

@@ -1,0 +1,75 @@
+"""Shared test set-up: offline, Keras on torch, no network, and a deterministic power source."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("KERAS_BACKEND", "torch")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("WANDB_MODE", "disabled")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
+
+import socket  # noqa: E402
+import time  # noqa: E402
+
+import pytest  # noqa: E402
+
+from wattwise.sources import Component  # noqa: E402
+
+
+class NetworkAccessed(AssertionError):
+    pass
+
+
+@pytest.fixture(autouse=True)
+def no_network(monkeypatch):
+    """Every test fails if anything connects to a network address (Unix sockets are allowed)."""
+    real_connect = socket.socket.connect
+    real_connect_ex = socket.socket.connect_ex
+
+    def guard(method):
+        def connect(self, address):
+            if self.family in (socket.AF_INET, socket.AF_INET6):
+                raise NetworkAccessed(f"network access attempted: {address!r}")
+            return method(self, address)
+
+        return connect
+
+    monkeypatch.setattr(socket.socket, "connect", guard(real_connect))
+    monkeypatch.setattr(socket.socket, "connect_ex", guard(real_connect_ex))
+    yield
+
+
+@pytest.fixture(autouse=True)
+def no_wattwise_env(monkeypatch):
+    for name in list(os.environ):
+        if name.startswith("WATTWISE_"):
+            monkeypatch.delenv(name)
+
+
+class SteadySource:
+    """A source of our own interface drawing constant power per component (tests of the arithmetic)."""
+
+    def __init__(self, watts: dict[str, float], clock=time.monotonic) -> None:
+        self.watts = watts
+        self._clock = clock
+        self._t0 = clock()
+        self.components = tuple(
+            Component(name, kind=name.split(":")[0], measured=True, source="steady", scope="device")
+            for name in watts
+        )
+
+    def read_j(self):
+        elapsed = self._clock() - self._t0
+        return tuple(w * elapsed for w in self.watts.values())
+
+    def close(self):
+        pass
+
+
+@pytest.fixture
+def steady_source():
+    return SteadySource
