@@ -23,6 +23,7 @@ Memory stays bounded: totals per phase and component, and a timeline thinned to 
 from __future__ import annotations
 
 import atexit
+import contextlib
 import csv
 import datetime as _dt
 import logging
@@ -31,6 +32,7 @@ import sys
 import time
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from .carbon import J_PER_KWH, GridIntensity, resolve_intensity
@@ -128,7 +130,6 @@ class Session:
         self._phase = "train"
         self._pass_start_j = 0.0
         self.last_pass_j: dict[str, float] = {}
-        self._window = 0
         self._window_steps = 0
         self._global_step = 0
         self._first = self._last = self._read()
@@ -140,6 +141,8 @@ class Session:
         self._pending_windows = 0
         self._steps_file = None
         self._steps_writer = None
+        self._held_window: _Window | None = None
+        self._rows_written = 0
         if self.is_main_process and self.config.write_files:
             self._open_steps_csv()
         atexit.register(self._finish_at_exit)
@@ -155,6 +158,8 @@ class Session:
         self.meter.close()
         self._note_meter()
         self.report = self._build_report(partial)
+        if self._held_window is not None and self._steps_writer is not None:
+            self._write_steps_row(self._held_window)
         if self._steps_file is not None:
             self._steps_file.close()
         if self.is_main_process:
@@ -259,30 +264,42 @@ class Session:
         return self.meter.read()
 
     def _close_window(self) -> None:
+        """Read the meter and give the window's joules to its steps and their phase.
+
+        Every joule goes to a step: a window without steps (the log, the set-up of an evaluation,
+        the end of training) joins the window before it, whatever its phase, because the time after
+        a step until the next one belongs to that step; at the very start it waits for the first
+        window with steps.
+        """
         reading = self._read()
         previous, self._last = self._last, reading
         self._next_read_at = reading.timestamp_s + self.config.window_s
         steps, self._window_steps = self._window_steps, 0
         duration_s = reading.timestamp_s - previous.timestamp_s
-        deltas = [b - a for a, b in zip(previous.energy_j, reading.energy_j, strict=True)]
-        energy_j = sum(deltas)
-        record = self._phases[self._phase]
-        record.energy_j += energy_j
-        record.duration_s += duration_s
-        record.steps += steps
-        if self._phase == "train":
-            self._global_step += steps
         if duration_s <= 0 and steps == 0:
             return
-        self._window += 1
+        deltas = [b - a for a, b in zip(previous.energy_j, reading.energy_j, strict=True)]
+        held = self._held_window
+        phase = held.phase if steps == 0 and held is not None else self._phase
+        record = self._phases[phase]
+        record.energy_j += sum(deltas)
+        record.duration_s += duration_s
+        record.steps += steps
+        if phase == "train":
+            self._global_step += steps
         start_s = previous.timestamp_s - self._first.timestamp_s
-        if self._steps_writer is not None:
-            self._write_steps_row(start_s, duration_s, steps, energy_j, deltas)
-        self._add_timeline_point(start_s, duration_s, deltas)
+        self._add_timeline_point(start_s, duration_s, deltas, phase)
+        window = _Window(phase, self._global_step, steps, start_s, duration_s, deltas)
+        if held is not None and held.phase == phase and (steps == 0 or held.steps == 0):
+            held.absorb(window)
+            return
+        if held is not None and self._steps_writer is not None:
+            self._write_steps_row(held)
+        self._held_window = window
 
-    def _add_timeline_point(self, start_s: float, duration_s: float, deltas: list[float]) -> None:
+    def _add_timeline_point(self, start_s: float, duration_s: float, deltas: list[float], phase: str) -> None:
         """Keep at most TIMELINE_POINTS evenly spaced points: when full, merge pairs and double the stride."""
-        point: dict[str, float | str] = {"t_s": start_s, "duration_s": duration_s, "phase": self._phase}
+        point: dict[str, float | str] = {"t_s": start_s, "duration_s": duration_s, "phase": phase}
         for component, joules in zip(self.meter.components, deltas, strict=True):
             point[component.name] = joules
         pending = self._pending_point
@@ -312,16 +329,18 @@ class Session:
             self.note(f"cannot write steps.csv in {self.output_dir}: {exc}")
             self._steps_file = self._steps_writer = None
 
-    def _write_steps_row(self, start_s: float, duration_s: float, steps: int, energy_j: float, deltas: list[float]) -> None:
-        power_w = energy_j / duration_s if duration_s > 0 else 0.0
-        step_j = energy_j / steps if steps else ""
+    def _write_steps_row(self, window: _Window) -> None:
+        energy_j = sum(window.deltas)
+        power_w = energy_j / window.duration_s if window.duration_s > 0 else 0.0
+        step_j = repr(energy_j / window.steps) if window.steps else ""
         try:
             self._steps_writer.writerow(
-                [self._window, self._phase, self._global_step, steps, f"{start_s:.4f}", f"{duration_s:.4f}",
-                 repr(energy_j), f"{power_w:.3f}", step_j if step_j == "" else repr(step_j)]
-                + [repr(d) for d in deltas]
+                [self._rows_written + 1, window.phase, window.global_step, window.steps, f"{window.start_s:.4f}",
+                 f"{window.duration_s:.4f}", repr(energy_j), f"{power_w:.3f}", step_j]
+                + [repr(d) for d in window.deltas]
             )
             self._steps_file.flush()
+            self._rows_written += 1
         except (OSError, ValueError) as exc:
             self.note(f"steps.csv stopped being written: {exc}")
             self._steps_writer = None
@@ -368,10 +387,26 @@ class Session:
             self.note(f"could not write files in {self.output_dir}: {exc}")
 
     def _finish_at_exit(self) -> None:
-        try:
+        with contextlib.suppress(Exception):  # the interpreter is exiting: nowhere left to report
             self.finish(partial=True)
-        except Exception:
-            pass
+
+
+@dataclass
+class _Window:
+    """A closed window, as a row of steps.csv."""
+
+    phase: str
+    global_step: int
+    steps: int
+    start_s: float
+    duration_s: float
+    deltas: list[float]
+
+    def absorb(self, later: _Window) -> None:
+        self.global_step = later.global_step
+        self.steps += later.steps
+        self.duration_s += later.duration_s
+        self.deltas = [a + b for a, b in zip(self.deltas, later.deltas, strict=True)]
 
 
 def _merge_points(a: dict[str, float | str], b: dict[str, float | str]) -> dict[str, float | str]:

@@ -10,6 +10,7 @@ Example::
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 
 from .base import Component, EnergySource, SourceUnavailable
@@ -62,10 +63,8 @@ def open_sources(
             attempt(lambda: RaplSource.open(rapl_root or DEFAULT_ROOT))
         else:
             # The node's leader reads RAPL, which covers this process too: no estimate beside it.
-            try:
+            with contextlib.suppress(SourceUnavailable):
                 kinds.update(c.kind for c in RaplSource.open(rapl_root or DEFAULT_ROOT).components)
-            except SourceUnavailable:
-                pass
     if "cpu" in names and "cpu" not in kinds:
         from .model import CpuTimeSource
 

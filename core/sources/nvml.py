@@ -17,6 +17,7 @@ narrowed by ``LOCAL_RANK`` when a launcher started one process per GPU.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import time
@@ -146,10 +147,8 @@ class NvmlSource:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=2 * POLL_INTERVAL_S + 1.0)
-        try:
+        with contextlib.suppress(Exception):  # shutting down twice or after a driver fault is harmless
             self._nvml.nvmlShutdown()
-        except Exception:  # shutting down twice or after a driver fault is harmless here
-            pass
 
     def _snapshot_polled(self) -> list[float]:
         with self._lock:

@@ -1,0 +1,272 @@
+"""The framework-neutral session: windows, phases, bounded memory, files, partial reports."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from wattwise.config import Config
+from wattwise.meter import EnergyMeter
+from wattwise.report import RunReport, emissions_csv_columns
+from wattwise.session import CARBON_KG, POWER_W, STEP_J, TIMELINE_POINTS, TOTAL_KWH, Session
+
+
+class FakeClock:
+    """Time that moves only when the test says so."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class CountingSource:
+    """Constant power on a fake clock; counts how often it is read."""
+
+    def __init__(self, clock: FakeClock, watts: dict[str, float], steady_source) -> None:
+        self._inner = steady_source(watts, clock)
+        self.components = self._inner.components
+        self.reads = 0
+
+    def read_j(self):
+        self.reads += 1
+        return self._inner.read_j()
+
+    def close(self):
+        pass
+
+
+def make_session(tmp_path, clock, sources, **options) -> Session:
+    options.setdefault("carbon_intensity_g_per_kwh", 100.0)
+    options.setdefault("print_summary", False)
+    session = Session(Config.from_kwargs(**options), framework="test", clock=clock)
+    session.start(output_dir=tmp_path, planned_steps=None, meter=EnergyMeter(sources, clock=clock))
+    return session
+
+
+def test_counters_are_read_per_window_not_per_step(tmp_path, steady_source):
+    clock = FakeClock()
+    source = CountingSource(clock, {"gpu:0": 100.0}, steady_source)
+    session = make_session(tmp_path, clock, [source], window_s=0.5)
+    reads_at_start = source.reads
+    for _ in range(1000):  # 1000 steps of 10 ms = 10 s = 20 windows
+        clock.now += 0.01
+        session.step()
+    windows = source.reads - reads_at_start
+    assert 19 <= windows <= 21
+    report = session.finish()
+    assert report.train_steps == 1000
+    assert report.energy_j == pytest.approx(100.0 * 10.0)
+
+
+def test_window_energy_sums_to_total_and_is_split_by_phase(tmp_path, steady_source):
+    clock = FakeClock()
+    session = make_session(tmp_path, clock, [steady_source({"gpu:0": 200.0, "cpu": 50.0}, clock)], window_s=0.5)
+    for _ in range(100):
+        clock.now += 0.02
+        session.step()
+    session.begin("eval")
+    for _ in range(10):
+        clock.now += 0.1
+        session.step()
+    eval_j = session.end("eval")
+    for _ in range(50):
+        clock.now += 0.02
+        session.step()
+    report = session.finish()
+
+    assert eval_j == pytest.approx(250.0 * 1.0)
+    assert report.by_phase["eval"].energy_j == pytest.approx(250.0)
+    assert report.by_phase["eval"].passes == 1
+    assert report.by_phase["eval"].steps == 10
+    assert report.by_phase["train"].energy_j == pytest.approx(250.0 * 3.0)
+    assert report.by_phase["train"].steps == 150
+    assert report.by_component["gpu:0"].energy_j == pytest.approx(200.0 * 4.0)
+    assert report.energy_j == pytest.approx(sum(p.energy_j for p in report.by_phase.values()))
+
+    with open(tmp_path / "wattwise" / "steps.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert sum(float(r["energy_j"]) for r in rows) == pytest.approx(report.energy_j, rel=1e-3)
+    assert sum(int(r["steps"]) for r in rows if r["phase"] == "train") == 150
+    assert sum(float(r["gpu:0_j"]) for r in rows) == pytest.approx(800.0, rel=1e-3)
+    assert {r["phase"] for r in rows} == {"train", "eval"}
+
+
+def test_log_metrics_cover_the_interval_since_the_last_log_and_exclude_eval(tmp_path, steady_source):
+    clock = FakeClock()
+    session = make_session(tmp_path, clock, [steady_source({"gpu:0": 100.0}, clock)], window_s=10.0)
+    for _ in range(10):
+        clock.now += 0.1
+        session.step()
+    first = session.log_metrics()
+    assert first[STEP_J] == pytest.approx(10.0)
+    assert first[POWER_W] == pytest.approx(100.0)
+    session.begin("eval")
+    for _ in range(5):  # a long evaluation: not training energy
+        clock.now += 1.0
+        session.step()
+    assert session.end("eval") == pytest.approx(500.0)
+    for _ in range(4):
+        clock.now += 0.5
+        session.step()
+    second = session.log_metrics()
+    assert second[STEP_J] == pytest.approx(50.0)
+    assert second[POWER_W] == pytest.approx(100.0)
+    assert second[TOTAL_KWH] == pytest.approx(100.0 * 8.0 / 3.6e6)
+    assert second[CARBON_KG] == pytest.approx(second[TOTAL_KWH] * 100.0 / 1000.0)
+
+
+def test_memory_is_bounded_however_long_the_run(tmp_path, steady_source):
+    clock = FakeClock()
+    session = make_session(tmp_path, clock, [steady_source({"gpu:0": 10.0}, clock)], window_s=0.5, write_files=False)
+    for _ in range(20_000):  # 20 000 windows
+        clock.now += 0.5
+        session.step()
+    assert len(session._timeline) < TIMELINE_POINTS
+    report = session.finish()
+    assert len(report.timeline) <= TIMELINE_POINTS
+    assert sum(float(p["gpu:0"]) for p in report.timeline) == pytest.approx(report.energy_j)
+    assert sum(float(p["duration_s"]) for p in report.timeline) == pytest.approx(report.duration_s)
+    starts = [float(p["t_s"]) for p in report.timeline]
+    assert starts == sorted(starts)
+
+
+def test_time_without_steps_belongs_to_the_step_before_it(tmp_path, steady_source):
+    clock = FakeClock()
+    session = make_session(tmp_path, clock, [steady_source({"gpu:0": 10.0}, clock)], window_s=100.0)
+    clock.now += 2.0  # set-up before the first step: joins the first step's window
+    for _ in range(2):
+        clock.now += 1.0
+        session.step()
+    session.log_metrics()
+    clock.now += 3.0  # logging and evaluation set-up: the second step's
+    session.begin("eval")
+    for _ in range(4):
+        clock.now += 0.5
+        session.step()
+    session.end("eval")
+    clock.now += 1.0  # after the last evaluation until the end: the last eval batch's
+    report = session.finish()
+    assert report.by_phase["train"].energy_j == pytest.approx(70.0)
+    assert report.by_phase["eval"].energy_j == pytest.approx(30.0)
+    with open(tmp_path / "wattwise" / "steps.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [(r["phase"], int(r["steps"]), float(r["energy_j"])) for r in rows] == [
+        ("train", 2, pytest.approx(70.0)),
+        ("eval", 4, pytest.approx(30.0)),
+    ]
+
+
+def test_a_source_that_breaks_mid_run_is_dropped_and_noted(tmp_path, steady_source):
+    clock = FakeClock()
+
+    class Flaky:
+        def __init__(self):
+            self.inner = steady_source({"gpu:0": 100.0}, clock)
+            self.components = self.inner.components
+            self.reads = 0
+
+        def read_j(self):
+            self.reads += 1
+            if self.reads > 3:
+                raise OSError("device fell off the bus")
+            return self.inner.read_j()
+
+        def close(self):
+            pass
+
+    session = make_session(tmp_path, clock, [Flaky(), steady_source({"cpu": 10.0}, clock)], window_s=0.5)
+    for _ in range(100):
+        clock.now += 0.1
+        session.step()
+    report = session.finish()
+    assert report.by_component["cpu"].energy_j == pytest.approx(100.0)
+    assert 0 < report.by_component["gpu:0"].energy_j <= 100.0 * 1.5  # kept up to the last good read
+    assert any("device fell off the bus" in note for note in report.notes)
+
+
+def test_report_json_round_trips_and_emissions_csv_has_codecarbon_columns(tmp_path, steady_source):
+    clock = FakeClock()
+    session = make_session(tmp_path, clock, [steady_source({"gpu:0": 360.0}, clock)], pue=1.5)
+    for _ in range(10):
+        clock.now += 1.0
+        session.step()
+    report = session.finish()
+    data = json.loads((tmp_path / "wattwise" / "report.json").read_text())
+    assert RunReport.from_dict(data) == report
+    assert data["energy_kwh"] == pytest.approx(0.001)
+    assert report.emissions_kg == pytest.approx(0.001 * 1.5 * 100.0 / 1000.0)
+    with open(tmp_path / "wattwise" / "emissions.csv") as f:
+        reader = csv.DictReader(f)
+        row = next(reader)
+    assert reader.fieldnames == emissions_csv_columns()
+    assert float(row["energy_consumed"]) == pytest.approx(0.0015)
+    assert float(row["gpu_energy"]) == pytest.approx(0.0015)
+    assert float(row["emissions"]) == pytest.approx(report.emissions_kg)
+    assert float(row["pue"]) == 1.5
+
+
+def test_finish_is_idempotent_and_files_only_on_the_main_process(tmp_path, steady_source):
+    clock = FakeClock()
+    session = Session(Config.from_kwargs(print_summary=False, carbon_intensity_g_per_kwh=1.0), "test", clock=clock)
+    session.start(output_dir=tmp_path, is_main_process=False, meter=EnergyMeter([steady_source({"cpu": 1.0}, clock)]))
+    clock.now += 1
+    session.step()
+    first = session.finish()
+    assert session.finish() is first
+    assert not (tmp_path / "wattwise").exists()
+
+
+def test_no_location_warns_once_with_the_world_average(tmp_path, steady_source, caplog):
+    clock = FakeClock()
+    session = Session(Config.from_kwargs(print_summary=False), "test", clock=clock)
+    with caplog.at_level("WARNING", logger="wattwise"):
+        session.start(output_dir=tmp_path, meter=EnergyMeter([steady_source({"cpu": 1.0}, clock)]))
+        session.finish()
+    warnings = [r for r in caplog.records if "world average" in r.getMessage()]
+    assert len(warnings) == 1
+    assert session.report.carbon["is_default"] is True
+    assert session.report.carbon["g_per_kwh"] == 475.0
+
+
+def test_interrupted_run_leaves_a_partial_report(tmp_path):
+    script = textwrap.dedent(
+        f"""
+        from wattwise.config import Config
+        from wattwise.session import Session
+        s = Session(Config.from_kwargs(sources=("cpu", "ram"), country_iso_code="DEU"), "test")
+        s.start(output_dir={str(tmp_path)!r})
+        for _ in range(5):
+            s.step()
+        raise KeyboardInterrupt
+        """
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert result.returncode != 0
+    data = json.loads((tmp_path / "wattwise" / "report.json").read_text())
+    assert data["partial"] is True
+    assert data["train_steps"] == 5
+    assert "PARTIAL" in result.stderr
+
+
+def test_import_wattwise_is_cheap():
+    code = (
+        "import sys, wattwise, wattwise.session, wattwise.sources;"
+        "heavy = [m for m in ('torch', 'transformers', 'lightning', 'pytorch_lightning', 'keras', 'codecarbon', 'pandas')"
+        " if m in sys.modules]; print(heavy)"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.stdout.strip() == "[]", result.stderr
+
+
+def test_unknown_phase_is_rejected(tmp_path, steady_source):
+    clock = FakeClock()
+    session = make_session(tmp_path, clock, [steady_source({"cpu": 1.0}, clock)], write_files=False)
+    with pytest.raises(ValueError, match="phase"):
+        session.begin("warmup")

@@ -1,0 +1,263 @@
+"""The Hugging Face EnergyCallback, through real Trainer runs of a tiny GPT-2 built from a config."""
+
+from __future__ import annotations
+
+import csv
+import json
+import socket
+
+import pytest
+import torch
+from datasets import Dataset
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from transformers import GPT2Config, GPT2LMHeadModel, Trainer, TrainingArguments
+
+import wattwise.sources
+from wattwise.integrations.transformers import EnergyCallback
+from wattwise.sources import OpenedSources
+from wattwise.sources.model import CpuTimeSource
+
+VOCAB = 64
+KEYS = ("energy/step_j", "energy/power_w", "energy/total_kwh", "carbon/total_kg")
+
+
+def tokens(n: int, seed: int) -> Dataset:
+    ids = torch.randint(0, VOCAB, (n, 16), generator=torch.Generator().manual_seed(seed))
+    return Dataset.from_dict({"input_ids": ids.tolist(), "labels": ids.tolist()})
+
+
+def run(tmp_path, callback, *, train_n=64, eval_n=16, **overrides):
+    torch.manual_seed(0)
+    model = GPT2LMHeadModel(
+        GPT2Config(vocab_size=VOCAB, n_positions=16, n_embd=32, n_layer=1, n_head=2, bos_token_id=0, eos_token_id=0)
+    )
+    settings = dict(
+        output_dir=str(tmp_path / "out"),
+        max_steps=12,
+        per_device_train_batch_size=4,
+        per_device_eval_batch_size=8,
+        logging_steps=4,
+        save_strategy="no",
+        report_to=[],
+        use_cpu=True,
+        disable_tqdm=True,
+    )
+    settings.update(overrides)
+    trainer = Trainer(
+        model=model,
+        args=TrainingArguments(**settings),
+        train_dataset=tokens(train_n, 0),
+        eval_dataset=tokens(eval_n, 1) if eval_n else None,
+        callbacks=[callback],
+    )
+    trainer.train()
+    return trainer
+
+
+def energy(**options) -> EnergyCallback:
+    options.setdefault("sources", ("cpu", "ram"))
+    options.setdefault("country_iso_code", "FRA")
+    options.setdefault("window_s", 0.05)
+    return EnergyCallback(**options)
+
+
+def test_every_log_entry_carries_the_energy_metrics(tmp_path):
+    callback = energy()
+    trainer = run(tmp_path, callback, eval_strategy="steps", eval_steps=6)
+    train_logs = [e for e in trainer.state.log_history if "loss" in e]
+    eval_logs = [e for e in trainer.state.log_history if "eval_loss" in e]
+    assert [e["step"] for e in train_logs] == [4, 8, 12]
+    assert [e["step"] for e in eval_logs] == [6, 12]
+    for entry in train_logs:
+        assert all(key in entry for key in KEYS), entry
+        assert entry["energy/step_j"] > 0
+    for entry in eval_logs:
+        assert entry["energy/eval_j"] > 0
+        assert "energy/step_j" not in entry
+    totals = [e["energy/total_kwh"] for e in trainer.state.log_history if "energy/total_kwh" in e]
+    assert totals == sorted(totals) and totals[-1] > 0
+    # the report also holds the little energy spent between the last log and the end of training
+    assert totals[-1] <= callback.report.energy_kwh < 2 * totals[-1]
+
+
+def test_metrics_reach_tensorboard_event_files(tmp_path):
+    callback = energy()
+    run(tmp_path, callback, report_to=["tensorboard"], eval_strategy="steps", eval_steps=6)
+    event_files = list((tmp_path / "out").rglob("events.out.tfevents.*"))
+    assert event_files
+    accumulator = EventAccumulator(str(event_files[0].parent))
+    accumulator.Reload()
+    tags = set(accumulator.Tags()["scalars"])
+    for key in KEYS:
+        assert f"train/{key}" in tags, sorted(tags)
+    steps = [e.step for e in accumulator.Scalars("train/energy/step_j")]
+    assert steps == [4, 8, 12]
+    step_j = [e.value for e in accumulator.Scalars("train/energy/step_j")]
+    assert all(v > 0 for v in step_j)
+    assert "train/energy/eval_j" in tags  # TensorBoardCallback prefixes keys that do not start with eval_
+
+
+def test_console_output_shows_the_metrics(tmp_path, capsys):
+    run(tmp_path, energy(), max_steps=4)
+    out = capsys.readouterr().out
+    assert "'energy/step_j'" in out
+    assert "wattwise:" in out and "by phase:" in out  # the end-of-training summary
+
+
+def test_eval_energy_is_separate_from_training(tmp_path):
+    callback = energy()
+    run(tmp_path, callback, eval_strategy="steps", eval_steps=4, eval_n=64)
+    report = callback.report
+    eval_phase, train_phase = report.by_phase["eval"], report.by_phase["train"]
+    assert eval_phase.passes == 3
+    assert eval_phase.steps == 3 * 8  # 64 samples / batch 8, three passes
+    assert eval_phase.energy_j > 0 and train_phase.energy_j > 0
+    assert train_phase.steps == 12
+    assert report.energy_j == pytest.approx(eval_phase.energy_j + train_phase.energy_j, rel=1e-9)
+
+
+def test_step_energies_sum_to_the_total_and_files_are_written(tmp_path):
+    callback = energy()
+    run(tmp_path, callback, eval_strategy="steps", eval_steps=6)
+    out = tmp_path / "out" / "wattwise"
+    with open(out / "steps.csv") as f:
+        rows = list(csv.DictReader(f))
+    report = callback.report
+    assert sum(float(r["energy_j"]) for r in rows) == pytest.approx(report.energy_j, rel=1e-3)
+    # every joule is attributed to a step (optimizer step in train, batch in eval)
+    assert all(int(r["steps"]) > 0 for r in rows)
+    per_step_sum = sum(float(r["step_j"]) * int(r["steps"]) for r in rows)
+    assert per_step_sum == pytest.approx(report.energy_j, rel=1e-3)
+    train_rows = [r for r in rows if r["phase"] == "train"]
+    assert sum(float(r["step_j"]) * int(r["steps"]) for r in train_rows) == pytest.approx(
+        report.by_phase["train"].energy_j, rel=1e-3
+    )
+    data = json.loads((out / "report.json").read_text())
+    assert data["train_steps"] == 12 and data["planned_steps"] == 12 and data["partial"] is False
+    assert data["by_component"]["cpu"]["measured"] is False
+    with open(out / "emissions.csv") as f:
+        row = next(csv.DictReader(f))
+    assert float(row["energy_consumed"]) == pytest.approx(report.energy_kwh)
+    assert row["country_iso_code"] == "FRA"
+
+
+def test_gradient_accumulation_counts_optimizer_steps(tmp_path):
+    callback = energy()
+    trainer = run(tmp_path, callback, max_steps=5, gradient_accumulation_steps=3, logging_steps=1)
+    assert callback.report.train_steps == 5
+    assert len([e for e in trainer.state.log_history if "energy/step_j" in e]) == 5
+
+
+def test_epochs_without_max_steps(tmp_path):
+    callback = energy()
+    run(tmp_path, callback, max_steps=-1, num_train_epochs=2, train_n=32, eval_strategy="epoch")
+    assert callback.report.train_steps == 16
+    assert callback.report.planned_steps == 16
+    assert callback.report.by_phase["eval"].passes == 2
+
+
+def test_a_source_failing_mid_run_does_not_stop_training(tmp_path, monkeypatch):
+    class BrokenAfterStart(CpuTimeSource):
+        reads = 0
+
+        def read_j(self):
+            BrokenAfterStart.reads += 1
+            if BrokenAfterStart.reads > 2:
+                raise RuntimeError("counter exploded")
+            return super().read_j()
+
+    def fake_open(names, **kwargs):
+        return OpenedSources(sources=[BrokenAfterStart(2.0, "test source")])
+
+    monkeypatch.setattr(wattwise.sources, "open_sources", fake_open)
+    callback = energy()
+    trainer = run(tmp_path, callback)
+    assert trainer.state.global_step == 12
+    assert any("counter exploded" in note for note in callback.report.notes)
+    assert callback.report.train_steps == 12
+
+
+def test_a_failing_hook_is_reported_once_and_training_goes_on(tmp_path, monkeypatch, caplog):
+    callback = energy()
+
+    def explode():
+        raise ZeroDivisionError("bug in wattwise")
+
+    monkeypatch.setattr(callback._session, "log_metrics", explode)
+    with caplog.at_level("WARNING", logger="wattwise"):
+        trainer = run(tmp_path, callback)
+    assert trainer.state.global_step == 12
+    failures = [r for r in caplog.records if "bug in wattwise" in r.getMessage()]
+    assert len(failures) == 1
+    assert callback.report is not None and callback.report.train_steps == 12
+
+
+def test_no_network_access_during_a_run(tmp_path, monkeypatch):
+    """No connection, datagram or name lookup, even with a region (which loads codecarbon's data).
+
+    (Importing urllib3, a codecarbon dependency, creates and binds one socket to ::1 to probe IPv6
+    support; that never leaves the machine, so it is not counted here.)
+    """
+    attempts = []
+
+    def recorder(name, real):
+        def call(*args, **kwargs):
+            attempts.append((name, args[1:2]))
+            return real(*args, **kwargs)
+
+        return call
+
+    for name in ("connect", "connect_ex", "sendto", "sendall", "send"):
+        monkeypatch.setattr(socket.socket, name, recorder(name, getattr(socket.socket, name)))
+    monkeypatch.setattr(socket, "getaddrinfo", recorder("getaddrinfo", socket.getaddrinfo))
+    monkeypatch.setattr(socket, "gethostbyname", recorder("gethostbyname", socket.gethostbyname))
+    callback = EnergyCallback(country_iso_code="USA", region="california", window_s=0.05)
+    run(tmp_path, callback, eval_strategy="steps", eval_steps=6)
+    assert callback.report.energy_j > 0
+    assert callback.report.carbon["region"] == "california"
+    assert attempts == []
+
+
+def test_only_the_main_process_writes_files(tmp_path):
+    from transformers import TrainerControl, TrainerState
+
+    callback = energy()
+    args = TrainingArguments(output_dir=str(tmp_path / "out"), report_to=[], use_cpu=True)
+    state = TrainerState(is_world_process_zero=False, max_steps=3)
+    control = TrainerControl()
+    callback.on_train_begin(args, state, control)
+    for _ in range(3):
+        callback.on_step_end(args, state, control)
+    callback.on_train_end(args, state, control)
+    assert callback.report.train_steps == 3
+    assert not (tmp_path / "out" / "wattwise").exists()
+
+
+@pytest.mark.parametrize(
+    ("options", "named"),
+    [
+        ({"pue": 0.5}, "pue"),
+        ({"country_iso_code": "France"}, "country_iso_code"),
+        ({"country_iso_code": "XYZ"}, "country_iso_code"),
+        ({"cloud_provider": "gcp"}, "cloud_region"),
+        ({"cloud_provider": "gcp", "cloud_region": "moon-1"}, "cloud_region"),
+        ({"region": "california"}, "country_iso_code"),
+        ({"sources": ("nvml", "geiger")}, "sources"),
+        ({"window_s": -1}, "window_s"),
+        ({"budget": 3}, "budget"),
+    ],
+)
+def test_bad_arguments_raise_at_construction_naming_the_argument(options, named):
+    with pytest.raises(ValueError, match=named):
+        EnergyCallback(**options)
+
+
+def test_environment_variables_configure_the_callback(tmp_path, monkeypatch):
+    monkeypatch.setenv("WATTWISE_COUNTRY_ISO_CODE", "swe")
+    monkeypatch.setenv("WATTWISE_PUE", "1.25")
+    monkeypatch.setenv("WATTWISE_SOURCES", "cpu")
+    callback = EnergyCallback(window_s=0.05)
+    run(tmp_path, callback, max_steps=4)
+    assert callback.report.carbon["country_iso_code"] == "SWE"
+    assert callback.report.carbon["pue"] == 1.25
+    assert list(callback.report.by_component) == ["cpu"]
