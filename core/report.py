@@ -177,27 +177,48 @@ class RunReport:
     def summary(self) -> str:
         """A plain-text table of the run for the console."""
         lines = [
-            f"wattwise: {self.energy_kwh * 1000:.3f} Wh, {self.emissions_kg * 1000:.3f} g CO2e "
+            f"wattwise: {format_energy(self.energy_j)} and {format_mass(self.emissions_kg)} CO2e "
             f"over {self.duration_s:.1f} s and {self.train_steps} training steps"
             + (" [PARTIAL: the run did not finish]" if self.partial else ""),
-            f"  carbon: {self.carbon.get('g_per_kwh', 0):.0f} g/kWh ({self.carbon.get('location')}), PUE {self.carbon.get('pue', 1.0):g}",
+            f"  carbon: {self.carbon.get('g_per_kwh', 0):.0f} g CO2e/kWh ({self.carbon.get('location')}), "
+            f"PUE {self.carbon.get('pue', 1.0):g}",
             "  by component:",
         ]
         total = self.energy_j or 1.0
         for c in self.by_component.values():
             flag = "measured " if c.measured else "estimated"
             lines.append(
-                f"    {c.name:<8} {c.energy_j:>12.1f} J {100 * c.energy_j / total:5.1f}%  {flag}  {c.source}: {c.detail}"
+                f"    {c.name:<8} {format_energy(c.energy_j):>10} {100 * c.energy_j / total:5.1f}%  {flag}  {c.source}: {c.detail}"
             )
         lines.append("  by phase:")
         for p in self.by_phase.values():
-            per = f", {p.j_per_step:.3f} J/step" if p.j_per_step is not None else ""
+            per = f", {format_energy(p.j_per_step)}/step" if p.j_per_step is not None else ""
+            passes = f", {p.passes} passes" if p.passes else ""
             lines.append(
-                f"    {p.name:<8} {p.energy_j:>12.1f} J {100 * p.energy_j / total:5.1f}%  {p.duration_s:8.1f} s  {p.steps} steps{per}"
+                f"    {p.name:<8} {format_energy(p.energy_j):>10} {100 * p.energy_j / total:5.1f}%  "
+                f"{p.duration_s:8.1f} s  {p.steps} steps{per}{passes}"
             )
         for note in self.notes:
             lines.append(f"  note: {note}")
         return "\n".join(lines)
+
+
+def format_energy(energy_j: float) -> str:
+    """``12.3 J``, ``4.56 Wh`` or ``7.89 kWh``, whichever reads best."""
+    if abs(energy_j) < 3600.0:
+        return f"{energy_j:.3g} J"
+    if abs(energy_j) < 3.6e6:
+        return f"{energy_j / 3600.0:.3g} Wh"
+    return f"{energy_j / J_PER_KWH:.3g} kWh"
+
+
+def format_mass(mass_kg: float) -> str:
+    """``0.12 mg``, ``3.4 g`` or ``5.6 kg``."""
+    if abs(mass_kg) < 1e-3:
+        return f"{mass_kg * 1e6:.3g} mg"
+    if abs(mass_kg) < 1.0:
+        return f"{mass_kg * 1e3:.3g} g"
+    return f"{mass_kg:.3g} kg"
 
 
 def emissions_csv_columns() -> list[str]:

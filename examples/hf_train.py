@@ -3,7 +3,7 @@
 Run:  python examples/hf_train.py [--output-dir runs/hf] [--max-steps 60]
 
 The model is built from a config (no download) and trained on synthetic token sequences; the run
-evaluates every 20 steps, logs energy metrics every 10 steps (console and TensorBoard when the
+evaluates every 50 steps, logs energy metrics every 25 steps (console and TensorBoard when the
 tensorboard package is installed) and ends with wattwise's summary and files under
 <output-dir>/wattwise/.
 """
@@ -33,21 +33,21 @@ def synthetic_tokens(n: int, length: int, vocab: int, seed: int) -> Dataset:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--output-dir", default="runs/hf")
-    parser.add_argument("--max-steps", type=int, default=60)
+    parser.add_argument("--max-steps", type=int, default=200)
     parser.add_argument("--country", default="FRA", help="ISO3 country code for the carbon intensity")
     cli = parser.parse_args()
 
     vocab = 128
-    config = GPT2Config(vocab_size=vocab, n_positions=64, n_embd=64, n_layer=2, n_head=2, bos_token_id=0, eos_token_id=0)
+    config = GPT2Config(vocab_size=vocab, n_positions=64, n_embd=128, n_layer=2, n_head=4, bos_token_id=0, eos_token_id=0)
     model = GPT2LMHeadModel(config)
     args = TrainingArguments(
         output_dir=cli.output_dir,
         max_steps=cli.max_steps,
         per_device_train_batch_size=8,
         per_device_eval_batch_size=16,
-        logging_steps=10,
+        logging_steps=25,
         eval_strategy="steps",
-        eval_steps=20,
+        eval_steps=50,
         save_strategy="no",
         report_to=["tensorboard"] if importlib.util.find_spec("tensorboard") else [],
         use_cpu=True,
@@ -57,8 +57,8 @@ def main() -> None:
     trainer = Trainer(
         model=model,
         args=args,
-        train_dataset=synthetic_tokens(512, 32, vocab, seed=0),
-        eval_dataset=synthetic_tokens(64, 32, vocab, seed=1),
+        train_dataset=synthetic_tokens(1024, 64, vocab, seed=0),
+        eval_dataset=synthetic_tokens(128, 64, vocab, seed=1),
         callbacks=[energy],
     )
     trainer.train()

@@ -1,0 +1,128 @@
+"""Per-step overhead of EnergyCallback against no callback (and against transformers' CodeCarbonCallback).
+
+Run:  python benchmarks/overhead.py [--rounds 7] [--steps 200] [--frameworks hf,lightning,keras]
+
+For each framework, the same tiny model (a step of about 10 ms on a laptop-class CPU) is trained
+with each configuration, interleaved round by round in one process so that machine noise hits all
+of them alike. Each run's steady-state time per step is (last step end - first timed step end) /
+steps, after warm-up steps; the ratio to the no-callback run *of the same round* is taken, and the
+median over rounds is printed with its range. Everything is offline and on the CPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+
+os.environ.setdefault("KERAS_BACKEND", "torch")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
+
+WARMUP_STEPS = 20
+
+
+# ---- Hugging Face --------------------------------------------------------------------------------
+
+
+def hf_configs(steps: int) -> dict[str, Callable[[], list[float]]]:
+    import torch
+    from datasets import Dataset
+    from transformers import GPT2Config, GPT2LMHeadModel, PrinterCallback, Trainer, TrainerCallback, TrainingArguments
+    from transformers.integrations import CodeCarbonCallback
+
+    from wattwise.integrations.transformers import EnergyCallback
+
+    ids = torch.randint(0, 256, (steps * 8, 32), generator=torch.Generator().manual_seed(0)).tolist()
+    dataset = Dataset.from_dict({"input_ids": ids, "labels": ids})
+
+    class StepClock(TrainerCallback):
+        def __init__(self) -> None:
+            self.ends: list[float] = []
+
+        def on_step_end(self, args, state, control, **kwargs):
+            self.ends.append(time.perf_counter())
+
+    def train(extra: list) -> list[float]:
+        torch.manual_seed(0)
+        model = GPT2LMHeadModel(
+            GPT2Config(vocab_size=256, n_positions=32, n_embd=64, n_layer=2, n_head=4, bos_token_id=0, eos_token_id=0)
+        )
+        clock = StepClock()
+        with tempfile.TemporaryDirectory() as out:
+            args = TrainingArguments(
+                output_dir=out, max_steps=steps, per_device_train_batch_size=8, logging_steps=50,
+                save_strategy="no", report_to=[], use_cpu=True, disable_tqdm=True, log_level="error",
+            )
+            trainer = Trainer(model=model, args=args, train_dataset=dataset, callbacks=[clock, *extra(out)])
+            trainer.remove_callback(PrinterCallback)  # keep the benchmark's output to its table
+            trainer.train()
+        return clock.ends
+
+    def codecarbon(out: str) -> list:
+        import codecarbon as cc
+
+        callback = CodeCarbonCallback()
+        # transformers builds an online tracker (geo-IP lookup); give it the offline one instead
+        callback.tracker = cc.OfflineEmissionsTracker(
+            country_iso_code="FRA", output_dir=out, save_to_file=False, log_level="error"
+        )
+        return [callback]
+
+    return {
+        "none": lambda: train(lambda out: []),
+        "wattwise": lambda: train(lambda out: [EnergyCallback(country_iso_code="FRA", print_summary=False)]),
+        "codecarbon": lambda: train(codecarbon),
+    }
+
+
+FRAMEWORKS: dict[str, Callable[[int], dict[str, Callable[[], list[float]]]]] = {"hf": hf_configs}
+
+
+# ---- measurement ---------------------------------------------------------------------------------
+
+
+def seconds_per_step(ends: list[float]) -> float:
+    timed = ends[WARMUP_STEPS:]
+    return (timed[-1] - timed[0]) / (len(timed) - 1)
+
+
+def measure(name: str, configs: dict[str, Callable[[], list[float]]], rounds: int) -> None:
+    per_round: dict[str, list[float]] = {key: [] for key in configs}
+    keys = list(configs)
+    for r in range(rounds):
+        order = keys[r % len(keys):] + keys[: r % len(keys)]  # rotate who goes first
+        for key in order:
+            per_round[key].append(seconds_per_step(configs[key]()))
+    base = per_round["none"]
+    print(f"\n{name}: {rounds} rounds, median step without callback {1000 * statistics.median(base):.2f} ms")
+    print(f"  {'configuration':<12} {'ms/step':>8} {'ratio (median)':>15} {'ratio range':>18}")
+    for key, values in per_round.items():
+        ratios = [v / b for v, b in zip(values, base, strict=True)]
+        print(
+            f"  {key:<12} {1000 * statistics.median(values):8.3f} {statistics.median(ratios):15.4f}"
+            f"   [{min(ratios):.4f}, {max(ratios):.4f}]"
+        )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--steps", type=int, default=200)
+    parser.add_argument("--frameworks", default=",".join(FRAMEWORKS))
+    cli = parser.parse_args()
+    import logging
+
+    logging.getLogger("wattwise").setLevel(logging.ERROR)
+    logging.getLogger("codecarbon").setLevel(logging.ERROR)
+    print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs, {cli.steps} steps per run ({WARMUP_STEPS} warm-up)")
+    for name in cli.frameworks.split(","):
+        measure(name, FRAMEWORKS[name](cli.steps), cli.rounds)
+
+
+if __name__ == "__main__":
+    main()
