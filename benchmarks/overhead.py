@@ -32,7 +32,14 @@ WARMUP_STEPS = 20
 def hf_configs(steps: int) -> dict[str, Callable[[], list[float]]]:
     import torch
     from datasets import Dataset
-    from transformers import GPT2Config, GPT2LMHeadModel, PrinterCallback, Trainer, TrainerCallback, TrainingArguments
+    from transformers import (
+        GPT2Config,
+        GPT2LMHeadModel,
+        PrinterCallback,
+        Trainer,
+        TrainerCallback,
+        TrainingArguments,
+    )
     from transformers.integrations import CodeCarbonCallback
 
     from wattwise.integrations.transformers import EnergyCallback
