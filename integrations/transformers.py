@@ -59,6 +59,8 @@ class EnergyCallback(TrainerCallback):
 
     @guarded
     def on_train_begin(self, args, state, control, **kwargs):
+        if self._session.started:  # a second trainer.train() with this callback: a new run
+            self._session = Session(self.config, framework="transformers")
         self._place_before_loggers()
         self._session.start(
             output_dir=self.config.output_dir or args.output_dir,

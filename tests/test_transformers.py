@@ -156,6 +156,17 @@ def test_epochs_without_max_steps(tmp_path):
     assert callback.report.by_phase["eval"].passes == 2
 
 
+def test_training_twice_with_one_callback_reports_each_run(tmp_path):
+    callback = energy()
+    trainer = run(tmp_path, callback, max_steps=4)
+    first = callback.report
+    trainer.args.max_steps = 8
+    trainer.train()
+    assert first.train_steps == 4
+    assert callback.report is not first and callback.report.train_steps == 8
+    assert callback.report.run_id != first.run_id
+
+
 def test_a_source_failing_mid_run_does_not_stop_training(tmp_path, monkeypatch):
     class BrokenAfterStart(CpuTimeSource):
         reads = 0
