@@ -46,6 +46,9 @@ STEP_J = "energy/step_j"
 POWER_W = "energy/power_w"
 TOTAL_KWH = "energy/total_kwh"
 EVAL_J = "energy/eval_j"
+TEST_J = "energy/test_j"
+PREDICT_J = "energy/predict_j"
+PASS_KEYS = {"eval": EVAL_J, "test": TEST_J, "predict": PREDICT_J}  # joules of the pass that just ended
 CARBON_KG = "carbon/total_kg"
 TIMELINE_POINTS = 512
 PHASES = ("train", "eval", "test", "predict")
@@ -89,9 +92,11 @@ class Session:
         planned_steps: int | None = None,
         is_main_process: bool = True,
         node_leader: bool | None = None,
+        phase: str = "train",
         meter: EnergyMeter | None = None,
     ) -> None:
-        """Open the sources and take the first reading. ``meter`` replaces the sources (tests).
+        """Open the sources and take the first reading, in ``phase`` (``"test"`` for a standalone
+        test run, say). ``meter`` replaces the sources (tests).
 
         With ``sync_cuda=True`` each reading first waits for queued CUDA work (torch must be imported).
         """
@@ -126,8 +131,10 @@ class Session:
         self.run_id = str(uuid.uuid4())
         self.started_at = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
         self.output_dir = Path(output_dir if output_dir is not None else ".") / "wattwise"
+        if phase not in PHASES:
+            raise ValueError(f"phase must be one of {PHASES}, got {phase!r}")
         self._phases = {name: PhaseEnergy(name) for name in PHASES}
-        self._phase = "train"
+        self._phase = phase
         self._pass_start_j = 0.0
         self.last_pass_j: dict[str, float] = {}
         self._window_steps = 0
@@ -147,6 +154,10 @@ class Session:
             self._open_steps_csv()
         atexit.register(self._finish_at_exit)
         self.started = True
+
+    def plan(self, planned_steps: int | None) -> None:
+        """Set the planned number of training steps once it is known (it may be after ``start``)."""
+        self.planned_steps = planned_steps
 
     def finish(self, *, partial: bool = False) -> RunReport | None:
         """Close the last window, build the report, write the files and print the summary, once."""
@@ -268,8 +279,8 @@ class Session:
 
         Every joule goes to a step: a window without steps (the log, the set-up of an evaluation,
         the end of training) joins the window before it, whatever its phase, because the time after
-        a step until the next one belongs to that step; at the very start it waits for the first
-        window with steps.
+        a step until the next one belongs to that step; at the very start, before any step, it
+        waits for the first window with steps and takes that window's phase.
         """
         reading = self._read()
         previous, self._last = self._last, reading
@@ -290,12 +301,23 @@ class Session:
         start_s = previous.timestamp_s - self._first.timestamp_s
         self._add_timeline_point(start_s, duration_s, deltas, phase)
         window = _Window(phase, self._global_step, steps, start_s, duration_s, deltas)
+        if held is not None and held.steps == 0 and held.phase != phase:
+            self._recharge(held, phase)
         if held is not None and held.phase == phase and (steps == 0 or held.steps == 0):
             held.absorb(window)
             return
         if held is not None and self._steps_writer is not None:
             self._write_steps_row(held)
         self._held_window = window
+
+    def _recharge(self, window: _Window, phase: str) -> None:
+        """Move a step-less window (set-up before the first step) to the phase of the first step."""
+        energy_j = sum(window.deltas)
+        for name, sign in ((window.phase, -1.0), (phase, 1.0)):
+            record = self._phases[name]
+            record.energy_j += sign * energy_j
+            record.duration_s += sign * window.duration_s
+        window.phase = phase
 
     def _add_timeline_point(self, start_s: float, duration_s: float, deltas: list[float], phase: str) -> None:
         """Keep at most TIMELINE_POINTS evenly spaced points: when full, merge pairs and double the stride."""

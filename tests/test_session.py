@@ -163,6 +163,41 @@ def test_time_without_steps_belongs_to_the_step_before_it(tmp_path, steady_sourc
     ]
 
 
+def test_set_up_before_the_first_step_goes_to_the_first_step_whatever_its_phase(tmp_path, steady_source):
+    clock = FakeClock()
+    session = make_session(tmp_path, clock, [steady_source({"gpu:0": 10.0}, clock)], window_s=100.0)
+    clock.now += 2.0  # set-up, then a sanity-check validation before any training step
+    session.begin("eval")
+    for _ in range(2):
+        clock.now += 1.0
+        session.step()
+    session.end("eval")
+    session.plan(5)
+    for _ in range(5):
+        clock.now += 1.0
+        session.step()
+    report = session.finish()
+    assert report.planned_steps == 5
+    assert report.by_phase["eval"].energy_j == pytest.approx(40.0)
+    assert report.by_phase["eval"].duration_s == pytest.approx(4.0)
+    assert report.by_phase["train"].energy_j == pytest.approx(50.0)
+    with open(tmp_path / "wattwise" / "steps.csv") as f:
+        rows = [(r["phase"], int(r["steps"])) for r in csv.DictReader(f)]
+    assert rows == [("eval", 2), ("train", 5)]
+
+
+def test_a_session_can_start_in_another_phase(tmp_path, steady_source):
+    clock = FakeClock()
+    session = Session(Config.from_kwargs(print_summary=False, carbon_intensity_g_per_kwh=1.0), "test", clock=clock)
+    session.start(output_dir=tmp_path, phase="test", meter=EnergyMeter([steady_source({"cpu": 1.0}, clock)]))
+    for _ in range(3):
+        clock.now += 1.0
+        session.step()
+    assert session.end("test") == pytest.approx(3.0)
+    report = session.finish()
+    assert report.by_phase["test"].steps == 3 and report.by_phase["train"].energy_j == 0.0
+
+
 def test_a_source_that_breaks_mid_run_is_dropped_and_noted(tmp_path, steady_source):
     clock = FakeClock()
 

@@ -1,0 +1,305 @@
+"""Energy and carbon of a Lightning run, per optimizer step, through ``LightningModule.log``.
+
+Example::
+
+    import lightning.pytorch as L            # or: import pytorch_lightning as L (the same class works)
+    from lightning.pytorch.loggers import CSVLogger
+    from wattwise.integrations.lightning import EnergyCallback
+
+    energy = EnergyCallback(country_iso_code="FRA")
+    trainer = L.Trainer(max_epochs=3, log_every_n_steps=10, logger=CSVLogger("logs"), callbacks=[energy])
+    trainer.fit(model, train_loader, val_loader)
+    energy.report.energy_kwh, energy.report.emissions_kg, energy.report.by_phase["eval"]
+
+At the trainer's log steps (``log_every_n_steps``, as Lightning decides for its own step metrics)
+the callback logs, through ``pl_module.log`` and so to every attached logger (CSV, TensorBoard,
+W&B, MLflow, ...), ``trainer.logged_metrics`` and, for the first two, the progress bar:
+
+- ``energy/power_w``: mean power in watts since the previous log, all components;
+- ``energy/step_j``: mean joules per optimizer step since the previous log (training only);
+- ``energy/total_kwh``: energy since the trainer call began, all phases;
+- ``carbon/total_kg``: kg CO2e of ``energy/total_kwh`` (location and PUE applied).
+
+At the end of each validation pass (the sanity check included) it logs ``energy/eval_j``, the
+joules of that pass, and at the end of a test pass ``energy/test_j``; both are epoch metrics, so
+``EarlyStopping`` or ``ModelCheckpoint`` can monitor them. A standalone ``validate``/``test`` call
+also logs the totals. Lightning allows no logging in prediction: its energy is in the report only.
+
+A "step" is an optimizer step (``trainer.global_step``), so ``accumulate_grad_batches`` is
+accounted for. Validation, test and prediction are measured as their own phases (``eval``,
+``test``, ``predict``) with their batches and samples, never as training.
+
+Every trainer call (``fit``, ``validate``, ``test``, ``predict``) is one tracked run: at its end the
+callback prints a summary, sets ``report`` (a ``wattwise.RunReport``; ``reports`` keeps every call's)
+and, on global rank 0 only, writes ``report.json``, ``steps.csv`` and ``emissions.csv`` under
+``<dir>/wattwise/``, where ``<dir>`` is ``output_dir=`` if given, else the first logger's
+``log_dir`` (``trainer.log_dir``), else ``trainer.default_root_dir``. A later call of the same
+callback that resolves to a directory already used goes to ``<dir>/<stage>/wattwise/``
+(``<dir>/test/wattwise/`` for ``trainer.test`` after ``trainer.fit``), so no report overwrites
+another. A run that raises leaves a report marked ``partial``. Keyword arguments are those of
+``wattwise.Config``; a bad value raises ``ValueError`` here, before any trainer exists.
+
+``EnergyCallback`` subclasses the ``Callback`` base of every Lightning namespace installed
+(``lightning.pytorch`` and ``pytorch_lightning`` are separate packages with separate class
+trees): the one class is accepted by either ``Trainer`` and, being a plain module-level class, it
+pickles for spawned processes.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Mapping
+from typing import Any
+
+from wattwise.config import Config
+from wattwise.hooks import guarded
+from wattwise.report import RunReport
+from wattwise.session import PASS_KEYS, POWER_W, STEP_J, Session
+
+__all__ = ["EnergyCallback", "LIGHTNING_NAMESPACES"]
+
+PROG_BAR_KEYS = frozenset({POWER_W, STEP_J})  # meaningful at any scale; kWh reads 0.000 for minutes
+
+
+def _callback_bases() -> tuple[tuple[type, ...], tuple[str, ...]]:
+    """The ``Callback`` class of each installed Lightning namespace, ``lightning.pytorch`` first.
+
+    Both bases are stateless classes of no-op hooks with the same method names and bodies, so the
+    MRO is a plain chain and either Trainer finds our hooks first. Once torch and one namespace are
+    loaded, importing the other takes about 0.1 s.
+    """
+    bases: list[type] = []
+    names: list[str] = []
+    try:
+        from lightning.pytorch import Callback as LightningCallback
+
+        bases.append(LightningCallback)
+        names.append("lightning.pytorch")
+    except ImportError:
+        pass
+    try:
+        from pytorch_lightning import Callback as PytorchLightningCallback
+
+        bases.append(PytorchLightningCallback)
+        names.append("pytorch_lightning")
+    except ImportError:
+        pass
+    if not bases:
+        raise ImportError(
+            "wattwise.integrations.lightning needs `lightning` or `pytorch_lightning`: "
+            "pip install 'wattwise[lightning]'"
+        )
+    return tuple(bases), tuple(names)
+
+
+_BASES, LIGHTNING_NAMESPACES = _callback_bases()
+
+
+class EnergyCallback(*_BASES):
+    """Measure energy per optimizer step and log it through the LightningModule. See the module docstring."""
+
+    def __init__(self, **options: Any) -> None:
+        self.config = Config.from_kwargs(**options)
+        self._session = Session(self.config, framework="lightning")  # checks the location now
+        self._seen_step = 0
+        self._run_dir: str | None = None
+        self._used_dirs: set[str] = set()
+        self.reports: list[RunReport] = []
+
+    @property
+    def report(self) -> RunReport | None:
+        """The report of the latest trainer call once it has ended (partial if it was interrupted)."""
+        return self._session.report
+
+    # ---- run boundaries --------------------------------------------------------------------------
+
+    @guarded
+    def setup(self, trainer, pl_module, stage) -> None:
+        if self._session.started:
+            self._finish(partial=True)  # no-op unless the previous call never ended
+            self._session = Session(self.config, framework="lightning")
+        # Resolved here because trainer.log_dir is a collective under DDP: every rank calls setup.
+        self._run_dir = self._output_dir(trainer, str(getattr(stage, "value", stage)))
+
+    @guarded
+    def on_train_start(self, trainer, pl_module) -> None:
+        self._seen_step = trainer.global_step  # a resumed run restores global_step before this hook
+        self._start(trainer, "train")
+        # after a sanity-check validation the session started before the plan was known
+        self._session.plan(_planned_steps(trainer, self._session))
+
+    @guarded
+    def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
+        self._finish(partial=True)
+
+    @guarded
+    def teardown(self, trainer, pl_module, stage: str) -> None:
+        self._finish(partial=False)
+
+    # ---- training: the hot path ------------------------------------------------------------------
+
+    @guarded
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        session = self._session
+        if session.finished or not session.started:
+            return
+        session.add_samples("train", _batch_size(batch))
+        step = trainer.global_step
+        if step == self._seen_step:
+            return  # an accumulation batch: no optimizer step yet
+        for _ in range(step - self._seen_step):
+            session.step()
+        self._seen_step = step
+        if _is_log_step(trainer, step):
+            self._log(pl_module, session.log_metrics(), on_step=True)
+
+    # ---- validation, test, prediction ------------------------------------------------------------
+
+    @guarded
+    def on_validation_epoch_start(self, trainer, pl_module) -> None:
+        self._begin(trainer, "eval")
+
+    @guarded
+    def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
+        self._eval_batch("eval", batch)
+
+    @guarded
+    def on_validation_epoch_end(self, trainer, pl_module) -> None:
+        self._end("eval", trainer, pl_module)
+
+    @guarded
+    def on_test_epoch_start(self, trainer, pl_module) -> None:
+        self._begin(trainer, "test")
+
+    @guarded
+    def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
+        self._eval_batch("test", batch)
+
+    @guarded
+    def on_test_epoch_end(self, trainer, pl_module) -> None:
+        self._end("test", trainer, pl_module)
+
+    @guarded
+    def on_predict_epoch_start(self, trainer, pl_module) -> None:
+        self._begin(trainer, "predict")
+
+    @guarded
+    def on_predict_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
+        self._eval_batch("predict", batch)
+
+    @guarded
+    def on_predict_epoch_end(self, trainer, pl_module) -> None:
+        self._end("predict", trainer, pl_module)
+
+    # ---- internals -------------------------------------------------------------------------------
+
+    @property
+    def _active(self) -> bool:
+        return self._session.started and not self._session.finished
+
+    def _start(self, trainer, phase: str) -> None:
+        """Start the session lazily, in ``phase``, at the first pass of the call.
+
+        Starting at the first pass rather than in ``setup`` puts no step-less window before it in
+        the wrong phase: a standalone ``test`` run is all ``test``, a sanity check all ``eval``.
+        """
+        session = self._session
+        if session.started:
+            return
+        output_dir = self._run_dir or self.config.output_dir or trainer.default_root_dir
+        self._used_dirs.add(os.path.abspath(output_dir))
+        session.start(
+            output_dir=output_dir,
+            is_main_process=trainer.is_global_zero,
+            node_leader=trainer.local_rank == 0,
+            phase=phase,
+        )
+        self._run_dir = None
+
+    def _begin(self, trainer, phase: str) -> None:
+        self._start(trainer, phase)
+        if self._active:
+            self._session.begin(phase)
+
+    def _eval_batch(self, phase: str, batch: Any) -> None:
+        session = self._session
+        if session.finished or not session.started:
+            return
+        if session.phase != phase:
+            session.begin(phase)  # a pass whose epoch-start hook failed
+        session.add_samples(phase, _batch_size(batch))
+        session.step()
+
+    def _end(self, phase: str, trainer, pl_module) -> None:
+        if not self._active or self._session.phase != phase:
+            return
+        pass_j = self._session.end(phase)
+        if phase == "predict":
+            return  # Lightning forbids self.log in prediction: the energy is in the report
+        metrics = {PASS_KEYS[phase]: pass_j}
+        if trainer.state.fn != "fit":  # in fit the training logs carry the totals
+            metrics.update(self._session.totals())
+        self._log(pl_module, metrics, on_step=False)
+
+    def _log(self, pl_module, metrics: dict[str, float], *, on_step: bool) -> None:
+        for key, value in metrics.items():
+            pl_module.log(
+                key, value, on_step=on_step, on_epoch=not on_step, prog_bar=key in PROG_BAR_KEYS,
+                batch_size=1, add_dataloader_idx=False,
+            )
+
+    def _finish(self, *, partial: bool) -> None:
+        if not self._active:
+            return
+        report = self._session.finish(partial=partial)
+        if report is not None:
+            self.reports.append(report)
+
+    def _output_dir(self, trainer, stage: str) -> str:
+        """``output_dir=``, else the logger's ``log_dir``, else ``default_root_dir``; a directory an
+        earlier call of this callback wrote to gets a ``<stage>`` (then ``<stage>-2``, ...) subdirectory."""
+        base = self.config.output_dir
+        if base is None:
+            try:
+                base = trainer.log_dir  # a collective under DDP: every rank gets here
+            except Exception as exc:
+                self._session.note(f"trainer.log_dir failed ({exc}); writing under default_root_dir")
+            base = base or trainer.default_root_dir
+        candidate, n = os.fspath(base), 1
+        while os.path.abspath(candidate) in self._used_dirs:
+            n += 1
+            candidate = os.path.join(base, stage if n == 2 else f"{stage}-{n - 1}")
+        return candidate
+
+
+def _planned_steps(trainer, session: Session) -> int | None:
+    """``trainer.estimated_stepping_batches`` when it is a finite positive count, else None."""
+    try:
+        planned = trainer.estimated_stepping_batches
+    except Exception as exc:  # e.g. a GradientAccumulationScheduler with varying factors
+        session.note(f"no planned step count: {exc}")
+        return None
+    finite = isinstance(planned, int | float) and 0 < planned < math.inf
+    return int(planned) if finite else None
+
+
+def _is_log_step(trainer, step: int) -> bool:
+    """Lightning's own rule for writing step metrics to the loggers, at the end of a stepping batch."""
+    every = trainer.log_every_n_steps
+    return bool(every and step % every == 0) or trainer.should_stop or bool(trainer.fast_dev_run)
+
+
+def _batch_size(batch: Any) -> int:
+    """Samples in a batch: the leading dimension of its first tensor or array (depth first), the length
+    of a list of plain values, else 0 (unknown)."""
+    shape = getattr(batch, "shape", None)
+    if shape is not None:
+        return int(shape[0]) if len(shape) else 1
+    if isinstance(batch, Mapping):
+        return next((n for n in map(_batch_size, batch.values()) if n), 0)
+    if isinstance(batch, list | tuple) and batch:
+        if isinstance(batch[0], str | bytes | int | float):
+            return len(batch)
+        return next((n for n in map(_batch_size, batch) if n), 0)
+    return 0

@@ -1,0 +1,337 @@
+"""The Lightning EnergyCallback, through real Trainer runs of a tiny linear model on the CPU.
+
+Both namespaces are exercised: ``lightning.pytorch`` (the default here) and ``pytorch_lightning``.
+"""
+
+from __future__ import annotations
+
+import csv
+import importlib
+import json
+import pickle
+import sys
+
+import pytest
+import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from torch.utils.data import DataLoader, TensorDataset
+
+import wattwise.sources
+from wattwise.integrations import lightning as integration
+from wattwise.integrations.lightning import EnergyCallback
+from wattwise.sources import OpenedSources
+
+KEYS = ("energy/step_j", "energy/power_w", "energy/total_kwh", "carbon/total_kg")
+LIGHTNING = importlib.import_module("lightning.pytorch")
+
+
+def tiny_module(pl, *, fail_at_step: int | None = None):
+    """A one-layer regression model, as a LightningModule of namespace ``pl``."""
+
+    class Tiny(pl.LightningModule):
+        def __init__(self) -> None:
+            super().__init__()
+            self.layer = torch.nn.Linear(4, 1)
+
+        def loss(self, batch):
+            x, y = batch
+            return torch.nn.functional.mse_loss(self.layer(x), y)
+
+        def training_step(self, batch, batch_idx):
+            if fail_at_step is not None and self.global_step == fail_at_step:
+                raise RuntimeError("training_step blew up")
+            loss = self.loss(batch)
+            self.log("train_loss", loss, on_step=True, on_epoch=False)
+            return loss
+
+        def validation_step(self, batch, batch_idx):
+            self.log("val_loss", self.loss(batch))
+
+        def test_step(self, batch, batch_idx):
+            self.log("test_loss", self.loss(batch))
+
+        def predict_step(self, batch, batch_idx):
+            return self.layer(batch[0])
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.01)
+
+    torch.manual_seed(0)
+    return Tiny()
+
+
+def loader(n: int, seed: int = 0, batch_size: int = 8) -> DataLoader:
+    generator = torch.Generator().manual_seed(seed)
+    dataset = TensorDataset(torch.randn(n, 4, generator=generator), torch.randn(n, 1, generator=generator))
+    return DataLoader(dataset, batch_size=batch_size)
+
+
+def make_trainer(pl, tmp_path, callbacks, **overrides):
+    settings = dict(
+        accelerator="cpu",
+        devices=1,
+        max_steps=8,
+        log_every_n_steps=2,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=str(tmp_path),
+    )
+    settings.update(overrides)
+    return pl.Trainer(callbacks=callbacks, **settings)
+
+
+def energy(**options) -> EnergyCallback:
+    options.setdefault("sources", ("cpu", "ram"))
+    options.setdefault("country_iso_code", "FRA")
+    options.setdefault("window_s", 0.05)
+    options.setdefault("print_summary", False)
+    return EnergyCallback(**options)
+
+
+@pytest.fixture
+def steady_power(monkeypatch, steady_source):
+    """Replace the real sources by one drawing a constant 100 W: energy = 100 W x time (the meter and the
+    source read their clocks microseconds apart, hence the 1e-3 tolerance)."""
+
+    def fake_open(names, **kwargs):
+        return OpenedSources(sources=[steady_source({"gpu:0": 100.0})])
+
+    monkeypatch.setattr(wattwise.sources, "open_sources", fake_open)
+    return 100.0
+
+
+def read_rows(path) -> list[dict[str, str]]:
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.mark.parametrize("namespace", ["lightning.pytorch", "pytorch_lightning"])
+def test_one_class_serves_both_namespaces_and_logs_at_the_log_steps(tmp_path, namespace):
+    pl = importlib.import_module(namespace)
+    loggers = importlib.import_module(f"{namespace}.loggers")
+    callback = energy()
+    assert isinstance(callback, pl.Callback)
+    reads = []
+    real_log_metrics = callback._session.log_metrics
+    callback._session.log_metrics = lambda: reads.append(1) or real_log_metrics()
+    logger = loggers.CSVLogger(str(tmp_path / "logs"))
+    # a bare callback (not in a list) is accepted only by an isinstance check of the Trainer's namespace
+    trainer = make_trainer(pl, tmp_path, callback, logger=logger, max_epochs=1, max_steps=-1)
+    trainer.fit(tiny_module(pl), loader(64))  # 8 batches, logs every 2 steps
+    assert trainer.callbacks.count(callback) == 1
+
+    rows = read_rows(f"{logger.log_dir}/metrics.csv")
+    loss_steps = [r["step"] for r in rows if r["train_loss"]]
+    energy_steps = [r["step"] for r in rows if r["energy/step_j"]]
+    assert loss_steps == energy_steps and len(energy_steps) == 4  # exactly Lightning's own log steps
+    assert len(reads) == 4  # the meter is read for a log only at those steps
+    for row in rows:
+        if row["energy/step_j"]:
+            assert all(float(row[key]) > 0 for key in KEYS), row
+    totals = [float(r["energy/total_kwh"]) for r in rows if r["energy/total_kwh"]]
+    assert totals == sorted(totals)
+    assert set(trainer.progress_bar_metrics) >= {"energy/power_w", "energy/step_j"}
+
+    report = callback.report
+    assert report.framework == "lightning" and report.train_steps == 8 and report.planned_steps == 8
+    assert report.by_phase["train"].samples == 64
+    data = json.loads((tmp_path / "logs" / "lightning_logs" / "version_0" / "wattwise" / "report.json").read_text())
+    assert data["train_steps"] == 8 and data["partial"] is False and data["run_id"] == report.run_id
+
+
+def test_metrics_reach_tensorboard_event_files(tmp_path):
+    from lightning.pytorch.loggers import TensorBoardLogger
+
+    logger = TensorBoardLogger(str(tmp_path / "tb"))
+    trainer = make_trainer(LIGHTNING, tmp_path, [energy()], logger=logger, max_epochs=1, max_steps=-1)
+    trainer.fit(tiny_module(LIGHTNING), loader(64), loader(16, seed=1))
+
+    accumulator = EventAccumulator(logger.log_dir)
+    accumulator.Reload()
+    tags = set(accumulator.Tags()["scalars"])
+    assert set(KEYS) | {"energy/eval_j"} <= tags, sorted(tags)
+    energy_steps = [e.step for e in accumulator.Scalars("energy/step_j")]
+    assert energy_steps == [e.step for e in accumulator.Scalars("train_loss")]
+    assert len(energy_steps) == 4
+    assert all(e.value > 0 for e in accumulator.Scalars("energy/step_j"))
+    # one validation pass after the epoch (the sanity check's metrics are not logged by Lightning)
+    assert len(accumulator.Scalars("energy/eval_j")) == 1
+
+
+def test_validation_test_and_predict_are_measured_apart_from_training(tmp_path, steady_power):
+    from lightning.pytorch.loggers import CSVLogger
+
+    callback = energy()
+    logger = CSVLogger(str(tmp_path / "logs"))
+    trainer = make_trainer(LIGHTNING, tmp_path, [callback], logger=logger, max_epochs=2, max_steps=-1)
+    model = tiny_module(LIGHTNING)
+    trainer.fit(model, loader(32), loader(16, seed=1))  # 4 steps/epoch; 2 val batches, sanity check 2
+    (test_metrics,) = trainer.test(model, loader(24, seed=2))
+    trainer.predict(model, loader(40, seed=3))
+
+    fit, test, predict = callback.reports
+    assert callback.report is predict
+    assert set(fit.by_phase) == {"train", "eval"}
+    train, evaluation = fit.by_phase["train"], fit.by_phase["eval"]
+    assert (train.steps, train.samples) == (8, 64)
+    assert (evaluation.passes, evaluation.steps, evaluation.samples) == (3, 6, 48)  # sanity check + 2 epochs
+    for phase in (train, evaluation):
+        assert phase.energy_j == pytest.approx(steady_power * phase.duration_s, rel=1e-3)  # clocks read µs apart
+        assert phase.energy_j > 0
+    assert fit.energy_j == pytest.approx(train.energy_j + evaluation.energy_j, rel=1e-9)
+
+    assert (test.by_phase["test"].steps, test.by_phase["test"].samples, test.by_phase["test"].passes) == (3, 24, 1)
+    assert (predict.by_phase["predict"].steps, predict.by_phase["predict"].samples) == (5, 40)
+    for report, phase in ((test, "test"), (predict, "predict")):
+        assert report.train_steps == 0 and report.by_phase["train"].energy_j == 0
+        assert report.energy_j == pytest.approx(report.by_phase[phase].energy_j, rel=1e-9) and report.energy_j > 0
+    assert 0 < test_metrics["energy/test_j"] <= test.by_phase["test"].energy_j * 1.0001
+
+    # one report per trainer call, none overwriting another
+    run_dir = tmp_path / "logs" / "lightning_logs" / "version_0"
+    for path, report in ((run_dir, fit), (run_dir / "test", test), (run_dir / "predict", predict)):
+        assert json.loads((path / "wattwise" / "report.json").read_text())["run_id"] == report.run_id
+    test_rows = [r for r in read_rows(run_dir / "metrics.csv") if r.get("energy/test_j")]
+    assert len(test_rows) == 1 and float(test_rows[0]["energy/total_kwh"]) > 0
+
+
+def test_standalone_validate_writes_its_report_under_default_root_dir(tmp_path):
+    callback = energy()
+    trainer = make_trainer(LIGHTNING, tmp_path, [callback])
+    trainer.validate(tiny_module(LIGHTNING), loader(24))
+    report = callback.report
+    assert report.by_phase["eval"].passes == 1 and report.by_phase["eval"].samples == 24
+    assert report.train_steps == 0 and report.planned_steps is None
+    data = json.loads((tmp_path / "wattwise" / "report.json").read_text())
+    assert data["run_id"] == report.run_id and data["partial"] is False
+    assert {"energy/eval_j", "energy/total_kwh", "carbon/total_kg"} <= set(trainer.callback_metrics)
+
+
+def test_window_energies_in_steps_csv_sum_to_the_report(tmp_path, steady_power):
+    callback = energy(window_s=0.001)
+    trainer = make_trainer(LIGHTNING, tmp_path, [callback], max_steps=12, val_check_interval=4)
+    trainer.fit(tiny_module(LIGHTNING), loader(96), loader(16, seed=1))
+    report = callback.report
+    out = tmp_path / "wattwise"
+    rows = read_rows(out / "steps.csv")
+    assert len(rows) > 5
+    assert all(int(r["steps"]) > 0 for r in rows)  # every joule belongs to a step
+    assert sum(float(r["energy_j"]) for r in rows) == pytest.approx(report.energy_j, rel=1e-3)
+    for phase in ("train", "eval"):
+        phase_rows = [r for r in rows if r["phase"] == phase]
+        assert sum(float(r["step_j"]) * int(r["steps"]) for r in phase_rows) == pytest.approx(
+            report.by_phase[phase].energy_j, rel=1e-3
+        )
+    assert report.by_phase["eval"].passes == 4  # sanity check + after steps 4, 8, 12
+    assert float(read_rows(out / "emissions.csv")[0]["energy_consumed"]) == pytest.approx(report.energy_kwh)
+
+
+def test_an_exception_in_training_step_leaves_a_partial_report(tmp_path):
+    callback = energy()
+    trainer = make_trainer(LIGHTNING, tmp_path, [callback])
+    with pytest.raises(RuntimeError, match="training_step blew up"):
+        trainer.fit(tiny_module(LIGHTNING, fail_at_step=3), loader(64))
+    data = json.loads((tmp_path / "wattwise" / "report.json").read_text())
+    assert data["partial"] is True and data["train_steps"] == 3
+    assert callback.report.partial is True
+
+
+def test_gradient_accumulation_counts_optimizer_steps_not_batches(tmp_path):
+    from lightning.pytorch.loggers import CSVLogger
+
+    callback = energy()
+    logger = CSVLogger(str(tmp_path / "logs"))
+    trainer = make_trainer(
+        LIGHTNING, tmp_path, [callback], logger=logger, max_steps=-1, max_epochs=2,
+        accumulate_grad_batches=3, log_every_n_steps=1,
+    )
+    trainer.fit(tiny_module(LIGHTNING), loader(64))  # 8 batches/epoch -> 3 optimizer steps/epoch
+    report = callback.report
+    assert trainer.global_step == 6
+    assert report.train_steps == 6 and report.planned_steps == 6
+    assert report.by_phase["train"].samples == 128  # every batch's samples, stepping or not
+    assert len([r for r in read_rows(f"{logger.log_dir}/metrics.csv") if r["energy/step_j"]]) == 6
+
+
+def test_works_with_early_stopping_and_model_checkpoint_on_its_own_metric(tmp_path):
+    from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+
+    callback = energy()
+    stopper = EarlyStopping(monitor="val_loss", patience=1, min_delta=1e6)  # never improves after epoch 1
+    checkpoint = ModelCheckpoint(dirpath=str(tmp_path / "ckpt"), monitor="energy/eval_j", mode="min")
+    trainer = make_trainer(
+        LIGHTNING, tmp_path, [callback, stopper, checkpoint], enable_checkpointing=True,
+        max_steps=-1, max_epochs=10,
+    )
+    trainer.fit(tiny_module(LIGHTNING), loader(32), loader(16, seed=1))
+    assert trainer.current_epoch == 2  # stopped early
+    report = callback.report
+    assert report.train_steps == trainer.global_step == 8
+    assert report.planned_steps == 40  # the plan was 10 epochs
+    assert report.by_phase["eval"].passes == 3  # sanity check + 2 epochs
+    assert checkpoint.best_model_path and checkpoint.best_model_score > 0
+    assert json.loads((tmp_path / "wattwise" / "report.json").read_text())["partial"] is False
+
+
+def test_a_failing_hook_is_reported_once_and_training_goes_on(tmp_path, monkeypatch, caplog):
+    callback = energy()
+
+    def explode():
+        raise ZeroDivisionError("bug in wattwise")
+
+    monkeypatch.setattr(callback._session, "log_metrics", explode)
+    trainer = make_trainer(LIGHTNING, tmp_path, [callback])
+    with caplog.at_level("WARNING", logger="wattwise"):
+        trainer.fit(tiny_module(LIGHTNING), loader(64))
+    assert trainer.global_step == 8
+    assert len([r for r in caplog.records if "bug in wattwise" in r.getMessage()]) == 1
+    assert callback.report.train_steps == 8
+    assert any("on_train_batch_end failed" in note for note in callback.report.notes)
+
+
+def test_only_global_rank_zero_writes_files(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(LIGHTNING.Trainer, "is_global_zero", property(lambda self: False))
+    callback = energy(print_summary=True)
+    trainer = make_trainer(LIGHTNING, tmp_path, [callback])
+    trainer.fit(tiny_module(LIGHTNING), loader(64))
+    assert callback.report.train_steps == 8
+    assert not (tmp_path / "wattwise").exists()
+    assert "wattwise:" not in capsys.readouterr().out
+
+
+def test_output_dir_overrides_the_logger_directory(tmp_path):
+    from lightning.pytorch.loggers import CSVLogger
+
+    callback = energy(output_dir=str(tmp_path / "energy"))
+    trainer = make_trainer(LIGHTNING, tmp_path, [callback], logger=CSVLogger(str(tmp_path / "logs")), max_steps=2)
+    trainer.fit(tiny_module(LIGHTNING), loader(16))
+    assert (tmp_path / "energy" / "wattwise" / "report.json").exists()
+    assert not list((tmp_path / "logs").rglob("wattwise"))
+
+
+@pytest.mark.parametrize(
+    ("options", "named"),
+    [({"pue": 0.5}, "pue"), ({"country_iso_code": "France"}, "country_iso_code"), ({"budget": 3}, "budget")],
+)
+def test_bad_arguments_raise_at_construction_naming_the_argument(options, named):
+    with pytest.raises(ValueError, match=named):
+        EnergyCallback(**options)
+
+
+def test_the_class_derives_from_every_installed_namespace_and_pickles():
+    import pytorch_lightning
+
+    assert integration.LIGHTNING_NAMESPACES == ("lightning.pytorch", "pytorch_lightning")
+    assert issubclass(EnergyCallback, LIGHTNING.Callback) and issubclass(EnergyCallback, pytorch_lightning.Callback)
+    copy = pickle.loads(pickle.dumps(energy(pue=1.2)))  # spawned processes receive the callback pickled
+    assert type(copy) is EnergyCallback and copy.config.pue == 1.2
+
+
+def test_bases_follow_what_is_installed(monkeypatch):
+    monkeypatch.setitem(sys.modules, "pytorch_lightning", None)  # makes `import pytorch_lightning` fail
+    assert integration._callback_bases() == ((LIGHTNING.Callback,), ("lightning.pytorch",))
+    monkeypatch.setitem(sys.modules, "lightning.pytorch", None)
+    with pytest.raises(ImportError, match="lightning"):
+        integration._callback_bases()
