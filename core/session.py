@@ -134,7 +134,7 @@ class Session:
         if phase not in PHASES:
             raise ValueError(f"phase must be one of {PHASES}, got {phase!r}")
         self._phases = {name: PhaseEnergy(name) for name in PHASES}
-        self._phase = phase
+        self._phase = self._start_phase = phase
         self._pass_start_j = 0.0
         self.last_pass_j: dict[str, float] = {}
         self._window_steps = 0
@@ -379,7 +379,9 @@ class Session:
             )
             for c, begin, end in zip(self.meter.components, self._first.energy_j, self._last.energy_j, strict=True)
         }
-        by_phase = {name: p for name, p in self._phases.items() if p.energy_j or p.steps or p.passes or name == "train"}
+        by_phase = {
+            name: p for name, p in self._phases.items() if p.energy_j or p.steps or p.passes or name == self._start_phase
+        }
         energy_j = self._last.total_j - self._first.total_j
         return RunReport(
             run_id=self.run_id,
