@@ -87,7 +87,63 @@ def hf_configs(steps: int) -> dict[str, Callable[[], list[float]]]:
     }
 
 
-FRAMEWORKS: dict[str, Callable[[int], dict[str, Callable[[], list[float]]]]] = {"hf": hf_configs}
+# ---- Lightning -----------------------------------------------------------------------------------
+
+
+def lightning_configs(steps: int) -> dict[str, Callable[[], list[float]]]:
+    import lightning.pytorch as pl
+    import torch
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from wattwise.integrations.lightning import EnergyCallback
+
+    generator = torch.Generator().manual_seed(0)
+    data = TensorDataset(torch.randn(steps * 64, 256, generator=generator), torch.randint(0, 10, (steps * 64,)))
+
+    class StepClock(pl.Callback):
+        def __init__(self) -> None:
+            self.ends: list[float] = []
+
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            self.ends.append(time.perf_counter())
+
+    class Model(pl.LightningModule):
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = torch.nn.Sequential(
+                torch.nn.Linear(256, 1024), torch.nn.ReLU(), torch.nn.Linear(1024, 1024), torch.nn.ReLU(),
+                torch.nn.Linear(1024, 10),
+            )
+
+        def training_step(self, batch, batch_idx):
+            x, y = batch
+            return torch.nn.functional.cross_entropy(self.net(x), y)
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.01)
+
+    def train(extra: list) -> list[float]:
+        torch.manual_seed(0)
+        clock = StepClock()
+        with tempfile.TemporaryDirectory() as out:
+            trainer = pl.Trainer(
+                accelerator="cpu", devices=1, max_steps=steps, log_every_n_steps=50, logger=False,
+                enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                default_root_dir=out, callbacks=[clock, *extra],
+            )
+            trainer.fit(Model(), DataLoader(data, batch_size=64))
+        return clock.ends
+
+    return {
+        "none": lambda: train([]),
+        "wattwise": lambda: train([EnergyCallback(country_iso_code="FRA", print_summary=False)]),
+    }
+
+
+FRAMEWORKS: dict[str, Callable[[int], dict[str, Callable[[], list[float]]]]] = {
+    "hf": hf_configs,
+    "lightning": lightning_configs,
+}
 
 
 # ---- measurement ---------------------------------------------------------------------------------
