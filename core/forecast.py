@@ -61,10 +61,12 @@ class _Window:
 class Forecaster:
     """Collects training windows and evaluation passes; ``forecast()`` projects the planned run."""
 
-    def __init__(self, planned_steps: int, *, eval_every_steps: int | None = None, confidence: float = 0.9) -> None:
-        if planned_steps <= 0:
+    def __init__(
+        self, planned_steps: int | None, *, eval_every_steps: int | None = None, confidence: float = 0.9
+    ) -> None:
+        if planned_steps is not None and planned_steps <= 0:
             raise ValueError(f"planned_steps must be > 0, got {planned_steps!r}")
-        self.planned_steps = planned_steps
+        self.planned_steps = planned_steps  # None: unknown yet, no forecast
         self.eval_every_steps = eval_every_steps
         self.z = _z_for(confidence)
         self.confidence = confidence
@@ -104,7 +106,9 @@ class Forecaster:
         self._eval_passes.append((self._steps, energy_j, duration_s))
 
     def forecast(self) -> Forecast | None:
-        """The projection, or None while there are too few steady windows to say anything."""
+        """The projection, or None without a plan or while there are too few steady windows."""
+        if not self.planned_steps:
+            return None
         warmup = self._warmup_windows()
         steady = self._windows[warmup:]
         if len(steady) < MIN_STEADY_WINDOWS or sum(w.steps for w in steady) == 0:

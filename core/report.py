@@ -84,6 +84,7 @@ class RunReport:
     notes: list[str] = field(default_factory=list)
     timeline: list[dict[str, float | str]] = field(default_factory=list)
     hardware: dict[str, Any] = field(default_factory=dict)
+    forecasts: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def energy_kwh(self) -> float:
@@ -198,6 +199,15 @@ class RunReport:
                 f"    {p.name:<8} {format_energy(p.energy_j):>10} {100 * p.energy_j / total:5.1f}%  "
                 f"{p.duration_s:8.1f} s  {p.steps} steps{per}{passes}"
             )
+        made = [f for f in self.forecasts if f.get("energy_j") is not None]
+        if made:
+            lines.append("  forecasts made during the run (energy of the whole run):")
+            for f in made:
+                error = f" (error {f['error_pct']:+.1f}%)" if f.get("error_pct") is not None else ""
+                lines.append(
+                    f"    at {100 * f['fraction']:4g}% (step {f['at_step']}): {format_energy(f['energy_j'])} "
+                    f"[{format_energy(f['energy_low_j'])}, {format_energy(f['energy_high_j'])}]{error}"
+                )
         for note in self.notes:
             lines.append(f"  note: {note}")
         return "\n".join(lines)

@@ -37,6 +37,7 @@ from pathlib import Path
 
 from .carbon import J_PER_KWH, GridIntensity, resolve_intensity
 from .config import Config
+from .forecast import Forecast, Forecaster
 from .meter import EnergyMeter, Reading
 from .report import ComponentEnergy, PhaseEnergy, RunReport, hardware_info
 
@@ -48,6 +49,11 @@ TOTAL_KWH = "energy/total_kwh"
 EVAL_J = "energy/eval_j"
 TEST_J = "energy/test_j"
 PREDICT_J = "energy/predict_j"
+FORECAST_KWH = "energy/forecast_kwh"
+FORECAST_LOW_KWH = "energy/forecast_low_kwh"
+FORECAST_HIGH_KWH = "energy/forecast_high_kwh"
+FORECAST_KG = "carbon/forecast_kg"
+FORECAST_MILESTONES = (0.01, 0.02, 0.05, 0.10, 0.25, 0.50)  # fractions of the plan the report keeps
 PASS_KEYS = {"eval": EVAL_J, "test": TEST_J, "predict": PREDICT_J}  # joules of the pass that just ended
 CARBON_KG = "carbon/total_kg"
 TIMELINE_POINTS = 512
@@ -136,7 +142,12 @@ class Session:
         self._phases = {name: PhaseEnergy(name) for name in PHASES}
         self._phase = self._start_phase = phase
         self._pass_start_j = 0.0
+        self._pass_start_s = 0.0
         self.last_pass_j: dict[str, float] = {}
+        self.forecaster = Forecaster(planned_steps)
+        self._forecast: Forecast | None = None
+        self._forecast_at_s = float("-inf")
+        self._milestones: list[dict[str, float]] = []
         self._window_steps = 0
         self._global_step = 0
         self._first = self._last = self._read()
@@ -158,6 +169,7 @@ class Session:
     def plan(self, planned_steps: int | None) -> None:
         """Set the planned number of training steps once it is known (it may be after ``start``)."""
         self.planned_steps = planned_steps
+        self.forecaster.planned_steps = planned_steps
 
     def finish(self, *, partial: bool = False) -> RunReport | None:
         """Close the last window, build the report, write the files and print the summary, once."""
@@ -203,6 +215,7 @@ class Session:
         self._close_window()
         self._phase = phase
         self._pass_start_j = self._phases[phase].energy_j
+        self._pass_start_s = self._phases[phase].duration_s
 
     def end(self, phase: str) -> float:
         """Leave ``phase`` (back to ``train``); return the joules of the pass that just ended."""
@@ -213,6 +226,8 @@ class Session:
         record.passes += 1
         pass_j = record.energy_j - self._pass_start_j
         self.last_pass_j[phase] = pass_j
+        if phase == "eval":
+            self.forecaster.add_eval_pass(pass_j, record.duration_s - self._pass_start_s)
         self._phase = "train"
         return pass_j
 
@@ -232,8 +247,28 @@ class Session:
         if duration_s > 0:
             metrics[POWER_W] = (self._last.total_j - last_reading.total_j) / duration_s
         metrics.update(self.totals())
+        metrics.update(self.forecast_metrics())
         self._log_mark = (self._last, train.steps, train.energy_j)
         return metrics
+
+    def forecast(self) -> Forecast | None:
+        """The latest projection of the planned run, recomputed at most once per ``window_s``."""
+        now = self._last.timestamp_s
+        if now - self._forecast_at_s >= self.config.window_s:
+            self._forecast = self.forecaster.forecast()
+            self._forecast_at_s = now
+        return self._forecast
+
+    def forecast_metrics(self) -> dict[str, float]:
+        forecast = self.forecast()
+        if forecast is None:
+            return {}
+        return {
+            FORECAST_KWH: forecast.energy_j / J_PER_KWH,
+            FORECAST_LOW_KWH: forecast.energy_low_j / J_PER_KWH,
+            FORECAST_HIGH_KWH: forecast.energy_high_j / J_PER_KWH,
+            FORECAST_KG: self.grid.kg_for_j(forecast.energy_j),
+        }
 
     def totals(self) -> dict[str, float]:
         """Cumulative energy and carbon as of the last reading."""
@@ -298,6 +333,8 @@ class Session:
         record.steps += steps
         if phase == "train":
             self._global_step += steps
+            self.forecaster.add_window(steps, sum(deltas), duration_s)
+            self._check_milestones()
         start_s = previous.timestamp_s - self._first.timestamp_s
         self._add_timeline_point(start_s, duration_s, deltas, phase)
         window = _Window(phase, self._global_step, steps, start_s, duration_s, deltas)
@@ -309,6 +346,26 @@ class Session:
         if held is not None and self._steps_writer is not None:
             self._write_steps_row(held)
         self._held_window = window
+
+    def _check_milestones(self) -> None:
+        """Keep the forecast made when training first reached each milestone fraction of the plan."""
+        if not self.planned_steps or len(self._milestones) == len(FORECAST_MILESTONES):
+            return
+        fraction = FORECAST_MILESTONES[len(self._milestones)]
+        if self._global_step < fraction * self.planned_steps:
+            return
+        forecast = self.forecaster.forecast()
+        self._milestones.append(
+            {
+                "fraction": fraction,
+                "at_step": self._global_step,
+                "energy_j": forecast.energy_j if forecast else None,
+                "energy_low_j": forecast.energy_low_j if forecast else None,
+                "energy_high_j": forecast.energy_high_j if forecast else None,
+                "duration_s": forecast.duration_s if forecast else None,
+            }
+        )
+        self._check_milestones()  # one window may cross several milestones
 
     def _recharge(self, window: _Window, phase: str) -> None:
         """Move a step-less window (set-up before the first step) to the phase of the first step."""
@@ -400,7 +457,20 @@ class Session:
             notes=list(self.notes),
             timeline=list(self._timeline) + ([self._pending_point] if self._pending_point else []),
             hardware=hardware_info(),
+            forecasts=self._scored_milestones(partial, energy_j),
         )
+
+    def _scored_milestones(self, partial: bool, energy_j: float) -> list[dict]:
+        """The milestone forecasts with their error against the measured total, when the run
+        went to its plan (a stopped or interrupted run has no true total to compare with)."""
+        complete = not partial and self.planned_steps and self._phases["train"].steps >= self.planned_steps
+        scored = []
+        for milestone in self._milestones:
+            error = None
+            if complete and milestone["energy_j"] is not None and energy_j > 0:
+                error = 100.0 * (milestone["energy_j"] - energy_j) / energy_j
+            scored.append({**milestone, "error_pct": error})
+        return scored
 
     def _write_files(self, report: RunReport) -> None:
         try:

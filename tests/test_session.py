@@ -305,3 +305,24 @@ def test_unknown_phase_is_rejected(tmp_path, steady_source):
     session = make_session(tmp_path, clock, [steady_source({"cpu": 1.0}, clock)], write_files=False)
     with pytest.raises(ValueError, match="phase"):
         session.begin("warmup")
+
+
+def test_forecasts_are_logged_and_scored_against_the_measured_total(tmp_path, steady_source):
+    clock = FakeClock()
+    session = make_session(tmp_path, clock, [steady_source({"gpu:0": 100.0}, clock)], window_s=0.5)
+    session.plan(1000)
+    metrics = {}
+    for step in range(1, 1001):
+        clock.now += 0.1
+        session.step()
+        if step == 200:
+            metrics = session.log_metrics()
+    report = session.finish()
+    assert metrics["energy/forecast_kwh"] == pytest.approx(100.0 * 100.0 / 3.6e6, rel=0.01)
+    assert metrics["energy/forecast_low_kwh"] <= metrics["energy/forecast_kwh"] <= metrics["energy/forecast_high_kwh"]
+    assert metrics["carbon/forecast_kg"] == pytest.approx(metrics["energy/forecast_kwh"] * 0.1)
+    assert [f["fraction"] for f in report.forecasts] == [0.01, 0.02, 0.05, 0.10, 0.25, 0.50]
+    scored = [f for f in report.forecasts if f["energy_j"] is not None]
+    assert [f["fraction"] for f in scored] == [0.02, 0.05, 0.10, 0.25, 0.50]  # 1%: two windows, too few
+    assert all(abs(f["error_pct"]) < 1.0 for f in scored)
+    assert RunReport.from_dict(report.to_dict()) == report
