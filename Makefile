@@ -20,6 +20,8 @@ install: $(VENV)/.installed
 
 demo: install
 	$(PY) examples/hf_train.py --output-dir runs/hf
+	$(PY) examples/lightning_train.py --output-dir runs/lightning
+	$(PY) examples/keras_train.py --output-dir runs/keras
 
 test: install
 	$(PY) -m ruff check .

@@ -152,7 +152,7 @@ class Session:
         self._global_step = 0
         self._first = self._last = self._read()
         self._next_read_at = self._first.timestamp_s + self.config.window_s
-        self._log_mark = (self._first, 0, 0.0)  # reading, train steps, train joules at the last log
+        self._marks: dict[str, tuple[Reading, int, float]] = {}  # per interval name: reading, train steps and joules
         self._timeline: list[dict[str, float | str]] = []
         self._timeline_stride = 1
         self._pending_point: dict[str, float | str] | None = None
@@ -194,11 +194,16 @@ class Session:
 
     # ---- hot path ------------------------------------------------------------------------------
 
-    def step(self) -> None:
-        """One step (an optimizer step in training, a batch in eval/predict) has ended."""
+    def step(self) -> bool:
+        """One step (an optimizer step in training, a batch in eval/predict) has ended.
+
+        Returns True when this step closed a window (the counters were just read).
+        """
         self._window_steps += 1
         if self._clock() >= self._next_read_at:
             self._close_window()
+            return True
+        return False
 
     # ---- phases and logs -----------------------------------------------------------------------
 
@@ -234,10 +239,15 @@ class Session:
     def add_samples(self, phase: str, samples: int) -> None:
         self._phases[phase].samples += samples
 
-    def log_metrics(self) -> dict[str, float]:
-        """Close the window and return the metrics of the interval since the previous call."""
-        self._close_window()
-        last_reading, last_steps, last_train_j = self._log_mark
+    def log_metrics(self, interval: str = "log", *, read: bool = True) -> dict[str, float]:
+        """Metrics of the interval since the previous call with the same ``interval`` name.
+
+        Integrations that log at two levels keep two intervals (Keras: ``"batch"`` and
+        ``"epoch"``). ``read=False`` skips closing the window, for a caller whose ``step()`` just did.
+        """
+        if read:
+            self._close_window()
+        last_reading, last_steps, last_train_j = self._marks.get(interval, (self._first, 0, 0.0))
         train = self._phases["train"]
         metrics: dict[str, float] = {}
         steps = train.steps - last_steps
@@ -248,7 +258,7 @@ class Session:
             metrics[POWER_W] = (self._last.total_j - last_reading.total_j) / duration_s
         metrics.update(self.totals())
         metrics.update(self.forecast_metrics())
-        self._log_mark = (self._last, train.steps, train.energy_j)
+        self._marks[interval] = (self._last, train.steps, train.energy_j)
         return metrics
 
     def forecast(self) -> Forecast | None:

@@ -326,3 +326,19 @@ def test_forecasts_are_logged_and_scored_against_the_measured_total(tmp_path, st
     assert [f["fraction"] for f in scored] == [0.02, 0.05, 0.10, 0.25, 0.50]  # 1%: two windows, too few
     assert all(abs(f["error_pct"]) < 1.0 for f in scored)
     assert RunReport.from_dict(report.to_dict()) == report
+
+
+def test_two_named_intervals_are_measured_independently(tmp_path, steady_source):
+    clock = FakeClock()
+    session = make_session(tmp_path, clock, [steady_source({"gpu:0": 10.0}, clock)], window_s=0.5)
+    closed = []
+    for _ in range(10):  # an "epoch" of 10 steps of 0.2 s, with batch-level refreshes
+        clock.now += 0.2
+        if session.step():
+            closed.append(session.log_metrics("batch", read=False))
+    epoch = session.log_metrics("epoch")
+    assert 3 <= len(closed) <= 4  # one window per 0.5 s, and step() says when it closed one
+    assert closed[0]["energy/step_j"] == pytest.approx(2.0)
+    assert epoch["energy/step_j"] == pytest.approx(2.0)
+    assert epoch["energy/power_w"] == pytest.approx(10.0)
+    assert epoch["energy/total_kwh"] == pytest.approx(20.0 / 3.6e6)

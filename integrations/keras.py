@@ -1,0 +1,340 @@
+"""Energy and carbon of a Keras 3 run, on any backend, per step, in Keras's own logs.
+
+Example::
+
+    import keras
+    from wattwise.integrations.keras import EnergyCallback
+
+    energy = EnergyCallback(country_iso_code="FRA", output_dir="runs/demo")
+    history = model.fit(x, y, epochs=5, validation_split=0.2,
+                        callbacks=[keras.callbacks.TensorBoard("runs/demo/tb"), energy])
+    history.history["energy/step_j"], energy.report.energy_kwh, energy.report.by_phase["eval"]
+
+Training batch logs (the progress bar; TensorBoard's ``batch_*`` scalars with ``update_freq``)
+carry, recomputed whenever the counters are read (about every ``window_s``) and reused in between:
+
+- ``energy/step_j``: mean joules per training step since the previous read;
+- ``energy/power_w``: mean power in watts since the previous read, all components;
+- ``energy/total_kwh``: energy since the call began, all phases;
+- ``carbon/total_kg``: its kg CO2e (location and PUE applied);
+- ``energy/forecast_kwh``, ``energy/forecast_low_kwh``, ``energy/forecast_high_kwh``,
+  ``carbon/forecast_kg``: the whole planned fit's projected energy, its interval and its carbon,
+  once a few steady windows have been measured.
+
+Epoch logs (``History``, TensorBoard's ``epoch_*`` scalars, ``CSVLogger``, ``EarlyStopping``, the
+progress bar) carry the same keys for the epoch (``energy/step_j`` over its training steps,
+``energy/power_w`` over its whole duration, validation included; the latest forecast) and, after
+a validation pass, ``energy/eval_j``, the joules of that pass. ``evaluate()`` ends with
+``energy/eval_j`` and the totals in its final logs; ``predict()`` energy is in the report only.
+
+A step is one training batch (``steps_per_execution`` counted). Validation inside ``fit``
+(``validation_split``, ``validation_data``) and ``evaluate()`` are measured as phase ``eval``,
+``predict()`` as ``predict``, never as training; samples are counted from Keras's data adapter
+(arrays, datasets of known batch size) and from the predictions' leading dimension.
+
+Every ``fit``, ``evaluate`` or ``predict`` call with this callback is one tracked run (a call inside
+``fit``, such as validation, belongs to the fit). At its end the callback prints a summary, sets
+``report`` (a ``wattwise.RunReport``; ``reports`` keeps every call's) and writes ``report.json``,
+``steps.csv`` and ``emissions.csv`` under ``<output_dir>/wattwise/`` (``output_dir=`` defaults to
+the current directory); a later call to a directory already used goes to
+``<output_dir>/<call>/wattwise/`` (``evaluate``, ``predict``, ``fit``, then ``<call>-2``...).
+Keyword arguments are those of ``wattwise.Config``; a bad value raises ``ValueError`` here.
+
+Callback order: Keras hands one logs dict to each callback in list order, so a logger listed
+before this callback would write an epoch before the energy keys are in it. At the start of each
+call the callback moves itself to the front of Keras's ``CallbackList`` (the dispatcher, found on
+the call stack), wherever it was put in ``callbacks=[...]``.
+
+Interrupted runs: Keras has no exception hook. A call that raises leaves a report marked partial
+as soon as Keras's ``CallbackList`` of that call is released (once the exception has been
+handled), at this callback's next call, or at interpreter exit, whichever comes first.
+
+No backend code: the callback touches only Keras's callback API, so it runs unchanged on the
+torch, TensorFlow and JAX backends.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import weakref
+from typing import Any
+
+import keras
+
+from wattwise.config import Config
+from wattwise.hooks import find_caller, guarded, move_to_front
+from wattwise.report import RunReport
+from wattwise.session import EVAL_J, PASS_KEYS, Session
+
+__all__ = ["EnergyCallback"]
+
+
+class EnergyCallback(keras.callbacks.Callback):
+    """Measure energy per step and log it through Keras's logs. See the module docstring."""
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__()
+        self.config = Config.from_kwargs(**options)
+        self._session = Session(self.config, framework="keras")  # checks the location now
+        self.reports: list[RunReport] = []
+        self._call: str | None = None  # "fit", "evaluate" or "predict": the call being measured
+        self._used_dirs: set[str] = set()
+        self._train_batches: Any = None  # Keras's epoch iterators of the running passes (their batches)
+        self._pass_batches: Any = None
+        self._last_batch = self._pass_batch = -1  # the last step seen in the epoch / in the pass
+        self._pass_samples = 0
+        self._planned_from_epoch: int | None = None
+        self._eval_j: float | None = None
+        self._batch_metrics: dict[str, float] = {}
+        self._steps_per_epoch: int | None = None
+        self._fit_dispatcher: weakref.ref | None = None  # the CallbackList of the running fit
+
+    @property
+    def report(self) -> RunReport | None:
+        """The report of the latest call once it has ended (partial if it was interrupted)."""
+        return self._session.report
+
+    # ---- fit -------------------------------------------------------------------------------------
+
+    @guarded
+    def on_train_begin(self, logs=None):
+        self._planned_from_epoch, self._batch_metrics, self._eval_j = None, {}, None
+        self._open("fit", "train")
+        steps = (self.params or {}).get("steps")
+        self._steps_per_epoch = steps if isinstance(steps, int) and steps > 0 else None
+        self._session.plan(_planned_steps(self.params))
+        self._train_batches = _epoch_iterator()
+
+    @guarded
+    def on_epoch_begin(self, epoch, logs=None):
+        if self._call != "fit":
+            return
+        if self._planned_from_epoch is None:  # fit(initial_epoch=...) starts later than 0
+            self._planned_from_epoch = epoch
+            self._session.plan(_planned_steps(self.params, first_epoch=epoch))
+        self._last_batch, self._eval_j = -1, None
+
+    @guarded
+    def on_train_batch_end(self, batch, logs=None):
+        if self._call != "fit":
+            return
+        session = self._session
+        batch, steps = _steps_ended(batch, self._last_batch, self._steps_per_epoch)
+        closed = False
+        for _ in range(steps):
+            closed |= session.step()
+        self._last_batch = batch
+        if closed:  # fresh figures once per window, the cached ones in between
+            self._batch_metrics = session.log_metrics("batch", read=False)
+        if logs is not None:
+            logs.update(self._batch_metrics)
+
+    @guarded
+    def on_epoch_end(self, epoch, logs=None):
+        if self._call != "fit":
+            return
+        self._session.add_samples("train", _samples(self._train_batches, self._last_batch + 1))
+        # step_j over the epoch's training steps; power_w over the epoch, validation included
+        metrics = self._session.log_metrics("epoch")
+        if self._eval_j is not None:
+            metrics[EVAL_J] = self._eval_j
+        if logs is not None:
+            logs.update(metrics)
+
+    @guarded
+    def on_train_end(self, logs=None):
+        if self._call == "fit":
+            self._close(partial=False)
+
+    # ---- evaluation and prediction: a pass inside fit, or a call of their own ---------------------
+
+    @guarded
+    def on_test_begin(self, logs=None):
+        self._begin_pass("evaluate", "eval")
+
+    @guarded
+    def on_test_batch_end(self, batch, logs=None):
+        self._pass_step("eval", batch, None)
+
+    @guarded
+    def on_test_end(self, logs=None):
+        self._end_pass("eval", logs)
+
+    @guarded
+    def on_predict_begin(self, logs=None):
+        self._begin_pass("predict", "predict")
+
+    @guarded
+    def on_predict_batch_end(self, batch, logs=None):
+        self._pass_step("predict", batch, logs)
+
+    @guarded
+    def on_predict_end(self, logs=None):
+        self._end_pass("predict", None)
+
+    # ---- internals -------------------------------------------------------------------------------
+
+    @property
+    def _active(self) -> bool:
+        return self._call is not None and self._session.started and not self._session.finished
+
+    def _open(self, call: str, phase: str) -> None:
+        """Start a run for ``call``: first in Keras's callback list, finished partial if abandoned."""
+        if self._active:  # the previous call raised and its CallbackList is still referenced
+            self._close(partial=True)
+        if self._session.started:
+            self._session = Session(self.config, framework="keras")
+        dispatcher = find_caller(keras.callbacks.CallbackList)
+        if dispatcher is None or not move_to_front(dispatcher.callbacks, self):
+            self._session.note(
+                "EnergyCallback is not called from a keras CallbackList: callbacks listed before it "
+                "may not see the energy metrics"
+            )
+        self._session.start(output_dir=self._output_dir(call), phase=phase)
+        self._call = call
+        self._fit_dispatcher = None
+        if dispatcher is not None:  # Keras has no exception hook: a dropped call is an ended one
+            weakref.finalize(dispatcher, self._release, self._session)
+            if call == "fit":
+                self._fit_dispatcher = weakref.ref(dispatcher)
+
+    def _begin_pass(self, call: str, phase: str) -> None:
+        if self._call == "fit" and self._active and self._inside_fit():
+            self._session.begin(phase)  # validation (or a user's pass) inside fit
+        else:
+            self._open(call, phase)
+        self._pass_batches = _epoch_iterator()
+        self._pass_batch, self._pass_samples = -1, 0
+
+    def _pass_step(self, phase: str, batch: int, logs: dict | None) -> None:
+        if not self._active or self._session.phase != phase:
+            return
+        batch, steps = _steps_ended(batch, self._pass_batch, getattr(self._pass_batches, "num_batches", None))
+        for _ in range(steps):
+            self._session.step()
+        self._pass_batch = batch
+        if logs is not None:
+            self._pass_samples += _leading_dim(logs)
+
+    def _end_pass(self, phase: str, logs: dict | None) -> None:
+        session = self._session
+        if not self._active or session.phase != phase:
+            return
+        samples = self._pass_samples or _samples(self._pass_batches, self._pass_batch + 1)
+        session.add_samples(phase, samples)
+        self._pass_batches = None
+        pass_j = session.end(phase)
+        metrics = {PASS_KEYS[phase]: pass_j}
+        if self._call == "fit":
+            if phase == "eval":
+                self._eval_j = pass_j  # for the epoch logs
+        else:
+            metrics.update(session.totals())
+        if logs is not None:
+            logs.update(metrics)
+        if self._call != "fit":
+            self._close(partial=False)
+
+    def _inside_fit(self) -> bool:
+        """Whether the measured fit is running (its CallbackList is on the call stack), rather than
+        over after an exception and kept alive by a traceback; True when it cannot be told."""
+        if self._fit_dispatcher is None:
+            return True
+        dispatcher, frame = self._fit_dispatcher(), sys._getframe(1)
+        while dispatcher is not None and frame is not None:
+            if frame.f_locals.get("self") is dispatcher:
+                return True
+            frame = frame.f_back
+        return False
+
+    def _close(self, *, partial: bool) -> None:
+        if self._active:
+            self._release(self._session, partial=partial)
+
+    def _release(self, session: Session, *, partial: bool = True) -> None:
+        """Finish ``session`` once; the finalizer of an abandoned call's CallbackList lands here."""
+        if not session.started or session.finished:
+            return
+        if session is self._session:
+            self._call = None
+            self._train_batches = self._pass_batches = None
+        report = session.finish(partial=partial)
+        if report is not None:
+            self.reports.append(report)
+
+    def _output_dir(self, call: str) -> str:
+        """``output_dir=`` (default: the current directory); a directory an earlier call of this
+        callback wrote to gets a ``<call>`` (then ``<call>-2``, ...) subdirectory."""
+        base = self.config.output_dir or "."
+        candidate, n = base, 1
+        while os.path.abspath(candidate) in self._used_dirs:
+            n += 1
+            candidate = os.path.join(base, call if n == 2 else f"{call}-{n - 1}")
+        self._used_dirs.add(os.path.abspath(candidate))
+        return candidate
+
+
+def _planned_steps(params: dict | None, first_epoch: int = 0) -> int | None:
+    """Training steps of the call, from Keras's ``params`` (epochs and steps per epoch), if known."""
+    params = params or {}
+    epochs, steps = params.get("epochs"), params.get("steps")
+    if isinstance(epochs, int) and isinstance(steps, int) and epochs > first_epoch and steps > 0:
+        return (epochs - first_epoch) * steps
+    return None
+
+
+def _epoch_iterator(max_depth: int = 12) -> Any:
+    """The ``EpochIterator`` of the Keras call (``fit``, ``evaluate``) dispatching this hook, or None.
+
+    Every backend's trainer holds it in a local named ``epoch_iterator``: it knows the number of
+    batches of a pass, and its ``data_adapter`` the batch size and the partial last batch. Found
+    once per pass, on the call stack.
+    """
+    frame = sys._getframe(1)
+    for _ in range(max_depth):
+        if frame is None:
+            return None
+        iterator = frame.f_locals.get("epoch_iterator")
+        if hasattr(iterator, "data_adapter"):
+            return iterator
+        frame = frame.f_back
+    return None
+
+
+def _steps_ended(batch: int, last: int, batches: int | None) -> tuple[int, int]:
+    """The last batch index and the number of steps a batch-end hook stands for.
+
+    ``batch`` is the last step of a ``steps_per_execution`` group, as Keras numbers it: the group's
+    nominal end even where the data ran out first, hence the cap at the pass's ``batches``.
+    """
+    if isinstance(batches, int) and batches > 0:
+        batch = min(batch, batches - 1)
+    return batch, (batch - last if batch > last else 1)
+
+
+def _samples(iterator: Any, batches: int) -> int:
+    """Samples in the first ``batches`` batches of an epoch of ``iterator``; 0 when unknown."""
+    if iterator is None or batches <= 0:
+        return 0
+    try:
+        adapter = iterator.data_adapter
+        size = adapter.batch_size
+        if not size:
+            return 0
+        samples = batches * size
+        num_batches = adapter.num_batches
+        if num_batches and adapter.has_partial_batch:  # batch num_batches - 1 of each pass is short
+            samples -= (batches // num_batches) * (size - adapter.partial_batch_size)
+        return int(samples)
+    except Exception:  # an adapter that cannot say: samples unknown
+        return 0
+
+
+def _leading_dim(logs: dict) -> int:
+    """Samples in a predict batch: the leading dimension of its first output."""
+    for value in keras.tree.flatten(logs):
+        shape = getattr(value, "shape", None)
+        if shape:
+            return int(shape[0])
+    return 0

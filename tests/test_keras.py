@@ -1,0 +1,376 @@
+"""The Keras EnergyCallback, through real fit/evaluate/predict calls of a tiny model on synthetic data.
+
+The tests run on the torch backend (conftest sets KERAS_BACKEND); one test repeats a run on every
+other installed backend in a subprocess, since Keras fixes its backend at import.
+"""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import time
+
+import keras
+import numpy as np
+import pytest
+
+from wattwise.integrations.keras import EnergyCallback
+
+KEYS = ("energy/step_j", "energy/power_w", "energy/total_kwh", "carbon/total_kg")
+needs_tensorflow = pytest.mark.skipif(
+    importlib.util.find_spec("tensorflow") is None,
+    reason="keras.callbacks.TensorBoard needs tensorflow (pip install tensorflow-cpu)",
+)
+
+
+class Pace(keras.callbacks.Callback):
+    """Makes every batch last a few milliseconds, so that windows of ``window_s`` hold several batches."""
+
+    def __init__(self, seconds: float = 0.004) -> None:
+        super().__init__()
+        self.seconds = seconds
+
+    def on_train_batch_end(self, batch, logs=None):
+        time.sleep(self.seconds)
+
+    def on_test_batch_end(self, batch, logs=None):
+        time.sleep(self.seconds)
+
+    def on_predict_batch_end(self, batch, logs=None):
+        time.sleep(self.seconds)
+
+
+class BatchRecorder(keras.callbacks.Callback):
+    def __init__(self) -> None:
+        super().__init__()
+        self.logs: list[dict] = []
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.logs.append(dict(logs))
+
+
+def data(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, 4)).astype("float32")
+    return x, x.sum(axis=1, keepdims=True)
+
+
+def tiny_model() -> keras.Model:
+    # seeded initializers, not keras.utils.set_random_seed: that one imports TensorFlow when installed (~3 s)
+    seeded = {"kernel_initializer": keras.initializers.GlorotUniform(seed=0)}
+    model = keras.Sequential(
+        [keras.Input((4,)), keras.layers.Dense(8, activation="relu", **seeded), keras.layers.Dense(1, **seeded)]
+    )
+    model.compile(optimizer="sgd", loss="mse")
+    return model
+
+
+def energy(tmp_path, **options) -> EnergyCallback:
+    options.setdefault("sources", ("cpu", "ram"))
+    options.setdefault("country_iso_code", "FRA")
+    options.setdefault("window_s", 0.02)
+    options.setdefault("output_dir", str(tmp_path / "out"))
+    return EnergyCallback(**options)
+
+
+def fit(model, callbacks, *, n=40, epochs=3, validation_split=0.25, verbose=0, **options):
+    x, y = data(n)
+    return model.fit(
+        x, y, batch_size=8, epochs=epochs, validation_split=validation_split,
+        callbacks=[*callbacks, Pace()], verbose=verbose, **options,
+    )
+
+
+def tensorboard_scalars(log_dir) -> dict[str, list[tuple[int, float]]]:
+    """tf.summary scalars of one TensorBoard run directory, by tag: [(step, value), ...]."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.util import tensor_util
+
+    accumulator = EventAccumulator(str(log_dir), size_guidance={"tensors": 0})
+    accumulator.Reload()
+    return {
+        tag: [(e.step, float(tensor_util.make_ndarray(e.tensor_proto))) for e in accumulator.Tensors(tag)]
+        for tag in accumulator.Tags()["tensors"]
+        if tag.startswith(("epoch_", "batch_", "evaluation_"))  # not the model's config ("keras")
+    }
+
+
+def test_epoch_metrics_are_in_the_history(tmp_path):
+    # RAM energy grows smoothly with time; the CPU estimate moves in ticks of CPU time (10 ms, 0.04 J)
+    callback = energy(tmp_path, sources=("ram",))
+    history = fit(tiny_model(), [callback], n=80)  # 60 samples to train (8 batches), 20 to validate
+    for key in (*KEYS, "energy/eval_j"):
+        assert len(history.history[key]) == 3, key
+        assert all(value > 0 for value in history.history[key]), key
+    totals = history.history["energy/total_kwh"]
+    assert totals == sorted(totals)
+    assert totals[-1] <= callback.report.energy_kwh < 1.5 * totals[-1]
+    assert history.history["carbon/total_kg"][-1] == pytest.approx(totals[-1] * callback.report.carbon["g_per_kwh"] / 1000)
+    # the epoch's mean joules per step: the train phase's energy over its steps, summed over the epochs
+    train = callback.report.by_phase["train"]
+    per_epoch_j = sum(step_j * 8 for step_j in history.history["energy/step_j"])
+    assert per_epoch_j == pytest.approx(train.energy_j, rel=0.05)
+    # (the moments between a pass's end and the epoch's end join the pass's last window, in the report)
+    eval_j = sum(history.history["energy/eval_j"])
+    assert eval_j <= callback.report.by_phase["eval"].energy_j
+    assert eval_j == pytest.approx(callback.report.by_phase["eval"].energy_j, rel=0.1)
+
+
+def test_batch_logs_carry_the_metrics_recomputed_only_at_window_boundaries(tmp_path, capsys):
+    callback = energy(tmp_path)
+    calls = []
+    log_metrics = callback._session.log_metrics
+
+    def counted(*args, **kwargs):
+        calls.append(1)
+        return log_metrics(*args, **kwargs)
+
+    callback._session.log_metrics = counted
+    before, after = BatchRecorder(), BatchRecorder()
+    fit(tiny_model(), [before, callback, after], n=160, epochs=2, validation_split=0, verbose=1)
+    batches = len(after.logs)
+    assert batches == 40
+    first = next(i for i, logs in enumerate(after.logs) if all(key in logs for key in KEYS))
+    assert first < batches / 2
+    with_keys = after.logs[first:]  # from the first window boundary on, every batch shows the keys
+    assert all(key in logs for logs in with_keys for key in KEYS)
+    assert before.logs == after.logs  # moved to the front: callbacks listed before it see the keys too
+    assert all(logs["energy/step_j"] > 0 and logs["energy/power_w"] > 0 for logs in with_keys)
+    # one recomputation per window (~5 batches of 4 ms) plus one per epoch end, not one per batch
+    assert 2 < len(calls) < batches / 2
+    assert len({logs["energy/total_kwh"] for logs in with_keys}) <= len(calls)  # reused in between
+    assert "energy/step_j:" in capsys.readouterr().out  # the progress bar shows them
+    # by the last epoch the forecaster has steady windows: the projection of the planned fit
+    history = callback.model.history.history
+    low, central, high = (history[f"energy/forecast{part}_kwh"][-1] for part in ("_low", "", "_high"))
+    assert 0 < low <= central <= high
+    assert history["carbon/forecast_kg"][-1] > 0
+
+
+@needs_tensorflow
+@pytest.mark.parametrize("tensorboard_first", [True, False], ids=["tensorboard-first", "energy-first"])
+def test_epoch_metrics_reach_tensorboard_whatever_the_callback_order(tmp_path, tensorboard_first):
+    callback = energy(tmp_path)
+    board = keras.callbacks.TensorBoard(str(tmp_path / "tb"), update_freq=1)
+    fit(tiny_model(), [board, callback] if tensorboard_first else [callback, board])
+    train = tensorboard_scalars(tmp_path / "tb" / "train")
+    history = callback.model.history.history
+    for key in (*KEYS, "energy/eval_j"):
+        assert [step for step, _ in train[f"epoch_{key}"]] == [0, 1, 2], key
+        assert [value for _, value in train[f"epoch_{key}"]] == pytest.approx(history[key], rel=1e-6), key
+    for key in KEYS:
+        assert train[f"batch_{key}"], key
+    validation = tensorboard_scalars(tmp_path / "tb" / "validation")
+    eval_j = [value for _, value in validation["evaluation_energy/eval_j_vs_iterations"]]
+    assert eval_j == pytest.approx(history["energy/eval_j"], rel=1e-6)
+
+
+def test_validation_evaluate_and_predict_are_measured_apart_from_training(tmp_path):
+    callback = energy(tmp_path)
+    model = tiny_model()
+    fit(model, [callback])  # 40 samples: 30 to train (4 batches, the last of 6), 10 to validate (2 batches)
+    x, y = data(20, seed=1)
+    results = model.evaluate(x, y, batch_size=8, callbacks=[callback, Pace()], verbose=0, return_dict=True)
+    predictions = model.predict(x, batch_size=8, callbacks=[callback, Pace()], verbose=0)
+    assert predictions.shape == (20, 1) and "loss" in results
+    fitted, evaluated, predicted = callback.reports
+    assert fitted.framework == "keras" and not fitted.partial
+    train, val = fitted.by_phase["train"], fitted.by_phase["eval"]
+    assert (train.steps, train.samples, train.passes) == (12, 90, 0)
+    assert (val.steps, val.samples, val.passes) == (6, 30, 3)
+    assert train.energy_j > 0 and val.energy_j > 0
+    assert fitted.energy_j == pytest.approx(train.energy_j + val.energy_j, rel=1e-9)
+    assert fitted.train_steps == 12 and fitted.planned_steps == 12
+    assert list(evaluated.by_phase) == ["eval"] and evaluated.train_steps == 0
+    assert (evaluated.by_phase["eval"].steps, evaluated.by_phase["eval"].samples) == (3, 20)
+    assert evaluated.by_phase["eval"].energy_j == pytest.approx(evaluated.energy_j, rel=1e-9) and evaluated.energy_j > 0
+    assert list(predicted.by_phase) == ["predict"]
+    assert (predicted.by_phase["predict"].steps, predicted.by_phase["predict"].samples) == (3, 20)
+    assert predicted.energy_j > 0 and callback.report is predicted
+    # each call has its own files: the first in <output_dir>/wattwise, later ones in a subdirectory
+    for path in ("wattwise", "evaluate/wattwise", "predict/wattwise"):
+        assert json.loads((tmp_path / "out" / path / "report.json").read_text())["partial"] is False
+
+
+def test_evaluate_and_predict_alone_produce_reports(tmp_path):
+    model = tiny_model()
+    x, y = data(24)
+    evaluator = energy(tmp_path)
+    model.evaluate(x, y, batch_size=8, callbacks=[evaluator], verbose=0)
+    assert evaluator.report.by_phase["eval"].passes == 1 and evaluator.report.by_phase["eval"].steps == 3
+    assert json.loads((tmp_path / "out" / "wattwise" / "report.json").read_text())["by_phase"]["eval"]["samples"] == 24
+    predictor = energy(tmp_path, output_dir=str(tmp_path / "predict-only"))
+    model.predict(x, batch_size=16, callbacks=[predictor], verbose=0)
+    assert predictor.report.by_phase["predict"].samples == 24 and predictor.report.by_phase["predict"].steps == 2
+    assert (tmp_path / "predict-only" / "wattwise" / "steps.csv").exists()
+
+
+def test_window_energies_in_steps_csv_sum_to_the_report_and_files_are_written(tmp_path):
+    callback = energy(tmp_path)
+    fit(tiny_model(), [callback], n=80)
+    out = tmp_path / "out" / "wattwise"
+    with open(out / "steps.csv") as f:
+        rows = list(csv.DictReader(f))
+    report = callback.report
+    assert len(rows) > 3
+    assert sum(float(r["energy_j"]) for r in rows) == pytest.approx(report.energy_j, rel=1e-3)
+    assert sum(float(r["step_j"]) * int(r["steps"]) for r in rows) == pytest.approx(report.energy_j, rel=1e-3)
+    for phase in ("train", "eval"):
+        rows_j = sum(float(r["energy_j"]) for r in rows if r["phase"] == phase)
+        assert rows_j == pytest.approx(report.by_phase[phase].energy_j, rel=1e-3), phase
+    assert sum(int(r["steps"]) for r in rows if r["phase"] == "train") == 24
+    data_ = json.loads((out / "report.json").read_text())
+    assert data_["framework"] == "keras" and data_["train_steps"] == 24 and data_["planned_steps"] == 24
+    assert data_["by_component"]["cpu"]["measured"] is False
+    with open(out / "emissions.csv") as f:
+        row = next(csv.DictReader(f))
+    assert float(row["energy_consumed"]) == pytest.approx(report.energy_kwh)
+    assert row["country_iso_code"] == "FRA"
+
+
+def test_output_dir_defaults_to_the_current_directory(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    callback = EnergyCallback(sources=("cpu",), window_s=0.02, print_summary=False)
+    fit(tiny_model(), [callback], epochs=1)
+    assert (tmp_path / "wattwise" / "report.json").exists()
+
+
+def test_planned_steps_come_from_epochs_and_steps_per_epoch(tmp_path):
+    callback = energy(tmp_path)
+    fit(tiny_model(), [callback], n=48, epochs=4, validation_split=0)  # 6 steps per epoch
+    assert callback.report.planned_steps == 24 and callback.report.train_steps == 24
+    fit(callback.model, [callback], n=48, epochs=4, initial_epoch=1, validation_split=0)
+    assert callback.report.planned_steps == 18 and callback.report.train_steps == 18
+
+
+@pytest.mark.parametrize(
+    ("options", "named"),
+    [
+        ({"pue": 0.5}, "pue"),
+        ({"country_iso_code": "France"}, "country_iso_code"),
+        ({"cloud_provider": "gcp"}, "cloud_region"),
+        ({"sources": ("nvml", "geiger")}, "sources"),
+        ({"window_s": 0}, "window_s"),
+        ({"print_summary": "yes"}, "print_summary"),
+        ({"budget_kwh": 3}, "budget_kwh"),
+    ],
+)
+def test_bad_arguments_raise_at_construction_naming_the_argument(options, named):
+    with pytest.raises(ValueError, match=named):
+        EnergyCallback(**options)
+
+
+def test_a_failing_hook_is_reported_once_and_training_goes_on(tmp_path, caplog):
+    callback = energy(tmp_path)
+
+    def explode(*args, **kwargs):
+        raise ZeroDivisionError("bug in wattwise")
+
+    callback._session.log_metrics = explode
+    with caplog.at_level("WARNING", logger="wattwise"):
+        history = fit(tiny_model(), [callback])
+    assert len(history.history["loss"]) == 3
+    failures = [r for r in caplog.records if "bug in wattwise" in r.getMessage()]
+    assert len(failures) == 2  # once for the batch hook, once for the epoch hook
+    report = callback.report
+    assert report is not None and not report.partial and report.train_steps == 12
+    assert any("on_train_batch_end failed" in note for note in report.notes)
+
+
+class Crash(keras.callbacks.Callback):
+    def on_train_batch_end(self, batch, logs=None):
+        if batch == 2:
+            raise RuntimeError("training blew up")
+
+
+def test_a_run_that_raises_leaves_a_partial_report(tmp_path):
+    callback = energy(tmp_path)
+    try:
+        fit(tiny_model(), [callback, Crash()])
+    except RuntimeError:
+        assert callback.report is None  # Keras's CallbackList of the call is still alive here
+    # the exception is handled: Keras drops the call's CallbackList, and the report is written
+    report = callback.report
+    assert report is not None and report.partial and report.train_steps == 3
+    assert json.loads((tmp_path / "out" / "wattwise" / "report.json").read_text())["partial"] is True
+
+
+def test_a_failed_call_still_referenced_is_finished_by_the_next_call(tmp_path):
+    callback = energy(tmp_path)
+    model = tiny_model()
+    with pytest.raises(RuntimeError) as kept:  # the traceback keeps the failed call's frames alive
+        fit(model, [callback, Crash()])
+    assert callback.report is None
+    x, y = data(16)
+    model.evaluate(x, y, batch_size=8, callbacks=[callback], verbose=0)  # not a validation pass of that fit
+    fit(model, [callback], epochs=1)
+    failed, evaluated, fitted = callback.reports
+    assert failed.partial and failed.train_steps == 3 and "eval" not in failed.by_phase
+    assert list(evaluated.by_phase) == ["eval"] and evaluated.by_phase["eval"].steps == 2
+    assert not fitted.partial and fitted.train_steps == 4
+    assert (tmp_path / "out" / "evaluate" / "wattwise" / "report.json").exists()
+    assert (tmp_path / "out" / "fit" / "wattwise" / "report.json").exists()
+    del kept
+
+
+def test_each_fit_is_a_new_run(tmp_path):
+    callback = energy(tmp_path)
+    model = tiny_model()
+    fit(model, [callback], epochs=1)
+    first = callback.report
+    fit(model, [callback], epochs=2)
+    assert callback.report is not first and callback.report.run_id != first.run_id
+    assert (first.train_steps, callback.report.train_steps) == (4, 8)
+
+
+OTHER_BACKEND_RUN = """
+    import json, sys
+    import keras, numpy as np
+    from wattwise.integrations.keras import EnergyCallback
+
+    assert keras.backend.backend() == sys.argv[1]
+    x = np.random.default_rng(0).normal(size=(40, 4)).astype("float32")
+    y = x.sum(axis=1, keepdims=True)
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(8, activation="relu"), keras.layers.Dense(1)])
+    model.compile(optimizer="sgd", loss="mse", steps_per_execution=2)  # torch allows only 1
+    energy = EnergyCallback(sources=("cpu", "ram"), country_iso_code="FRA", window_s=0.01, output_dir="out")
+    history = model.fit(x, y, batch_size=8, epochs=2, validation_split=0.25, callbacks=[energy], verbose=0)
+    model.evaluate(x, y, batch_size=8, callbacks=[energy], verbose=0)
+    model.predict(x, batch_size=16, callbacks=[energy], verbose=0)
+    print(json.dumps({
+        "history": sorted(history.history),
+        "reports": [r.to_dict() for r in energy.reports],
+    }))
+"""
+
+
+@pytest.mark.parametrize("backend", ["tensorflow", "jax"])
+def test_the_callback_runs_unchanged_on_another_backend(tmp_path, backend):
+    if importlib.util.find_spec(backend) is None:
+        pytest.skip(f"{backend} is not installed")
+    env = {**os.environ, "KERAS_BACKEND": backend, "TF_CPP_MIN_LOG_LEVEL": "3", "JAX_PLATFORMS": "cpu"}
+    done = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(OTHER_BACKEND_RUN), backend],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert {*KEYS, "energy/eval_j"} <= set(result["history"])
+    fitted, evaluated, predicted = result["reports"]
+    assert fitted["framework"] == "keras" and not fitted["partial"]
+    # 30 samples to train, 10 to validate, batches of 8 run two at a time (steps_per_execution=2)
+    train, val = fitted["by_phase"]["train"], fitted["by_phase"]["eval"]
+    assert fitted["train_steps"] == 8 and fitted["planned_steps"] == 8
+    assert (train["steps"], train["samples"]) == (8, 60)
+    assert (val["passes"], val["steps"], val["samples"]) == (2, 4, 20)
+    assert fitted["energy_j"] > 0 and train["energy_j"] > 0 and val["energy_j"] > 0
+    assert list(evaluated["by_phase"]) == ["eval"]
+    assert (evaluated["by_phase"]["eval"]["steps"], evaluated["by_phase"]["eval"]["samples"]) == (5, 40)
+    assert list(predicted["by_phase"]) == ["predict"]
+    assert (predicted["by_phase"]["predict"]["steps"], predicted["by_phase"]["predict"]["samples"]) == (3, 40)
+    assert (tmp_path / "out" / "wattwise" / "steps.csv").exists()
