@@ -109,6 +109,8 @@ def resolve_intensity(
             source="codecarbon data/cloud/impact.csv", country_iso_code=row["countryIsoCode"] or None,
             country_name=row["country_name"] or None, cloud_provider=cloud_provider, cloud_region=cloud_region,
         )
+    if region is not None and country_iso_code is None:
+        raise ValueError("region needs country_iso_code too (e.g. country_iso_code='USA', region='california')")
     if country_iso_code is not None:
         mix = _energy_mix()
         if country_iso_code not in mix:
@@ -139,16 +141,24 @@ def _codecarbon_g_per_kwh(country_iso_code: str, country_name: str, region: str 
     from codecarbon.external.geography import GeoMetadata
     from codecarbon.input import DataSource
 
+    class _RegionalOnly(Emissions):
+        # codecarbon falls back on the country's figure, with only a log line, when it has no data for
+        # the region (or ignores the region outright outside USA/CAN/CHN/Nordic): every such fallback
+        # goes through get_country_emissions, so make it an error here instead of a silent country figure.
+        def get_country_emissions(self, energy, geo):
+            raise LookupError("no regional figure")
+
     codecarbon_logger = logging.getLogger("codecarbon")
     level = codecarbon_logger.level
-    codecarbon_logger.setLevel(logging.ERROR)
+    codecarbon_logger.setLevel(logging.CRITICAL)  # its fallback logs an error with a traceback
     try:
         geo = GeoMetadata(country_iso_code=country_iso_code, country_name=country_name, region=region)
-        kg = Emissions(DataSource()).get_private_infra_emissions(Energy.from_energy(kWh=1.0), geo)
-    except Exception as exc:
+        kg = _RegionalOnly(DataSource()).get_private_infra_emissions(Energy.from_energy(kWh=1.0), geo)
+    except Exception:
         raise ValueError(
             f"region {region!r} is not in codecarbon's regional data for {country_iso_code} "
-            f"(regional data exists for USA states, Canadian provinces, Chinese provinces and Nordic zones): {exc}"
+            "(regional data exists for USA states, Canadian provinces, Chinese provinces and Nordic zones "
+            "such as SE3; leave region unset to use the country's figure)"
         ) from None
     finally:
         codecarbon_logger.setLevel(level)

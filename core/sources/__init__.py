@@ -40,14 +40,14 @@ def open_sources(
     opened = OpenedSources()
     kinds: set[str] = set()
 
-    def attempt(factory) -> None:
+    def attempt(label: str, factory) -> None:
         try:
             source = factory()
         except SourceUnavailable as why:
             opened.notes.append(str(why))
             return
         except Exception as exc:  # a source that crashes while starting is skipped, not fatal
-            opened.notes.append(f"{getattr(factory, '__qualname__', 'a source')} failed to start: {type(exc).__name__}: {exc}")
+            opened.notes.append(f"{label} source failed to start: {type(exc).__name__}: {exc}")
             return
         opened.sources.append(source)
         kinds.update(c.kind for c in source.components)
@@ -55,22 +55,23 @@ def open_sources(
     if "nvml" in names:
         from .nvml import NvmlSource
 
-        attempt(NvmlSource.open)
+        attempt("nvml", NvmlSource.open)
     if "rapl" in names:
         from .rapl import DEFAULT_ROOT, RaplSource
 
         if node_leader:
-            attempt(lambda: RaplSource.open(rapl_root or DEFAULT_ROOT))
+            attempt("rapl", lambda: RaplSource.open(rapl_root or DEFAULT_ROOT))
         else:
             # The node's leader reads RAPL, which covers this process too: no estimate beside it.
-            with contextlib.suppress(SourceUnavailable):
+            # Whatever stops RAPL here stops it on the leader too, which then says why.
+            with contextlib.suppress(Exception):
                 kinds.update(c.kind for c in RaplSource.open(rapl_root or DEFAULT_ROOT).components)
     if "cpu" in names and "cpu" not in kinds:
         from .model import CpuTimeSource
 
-        attempt(lambda: CpuTimeSource.open(cpu_power_w))
+        attempt("cpu", lambda: CpuTimeSource.open(cpu_power_w))
     if "ram" in names and "dram" not in kinds:
         from .model import RamShareSource
 
-        attempt(lambda: RamShareSource.open(ram_power_w))
+        attempt("ram", lambda: RamShareSource.open(ram_power_w))
     return opened

@@ -59,8 +59,12 @@ def socket_count() -> int:
 
 
 def normalize_cpu_name(name: str) -> str:
-    """``'Intel(R) Xeon(R) Platinum 8380 CPU @ 2.30GHz'`` -> ``'Intel Xeon Platinum 8380'``."""
+    """``'Intel(R) Xeon(R) Platinum 8380 CPU @ 2.30GHz'`` -> ``'Intel Xeon Platinum 8380'``.
+
+    Intel's ``'13th Gen Intel(R) Core(TM) i9-13900K'`` loses its generation prefix, which the table omits.
+    """
     name = re.sub(r"\((R|TM|tm|r)\)", "", name)
+    name = re.sub(r"^\s*\d+(st|nd|rd|th) Gen (?=Intel)", "", name)
     name = re.sub(r"@.*$", "", name)
     name = re.sub(r"\b\d+-Core Processor\b|\bProcessor\b|\bCPU\b", "", name)
     return " ".join(name.split())

@@ -116,6 +116,11 @@ class NvmlSource:
             entries = parse_visible_devices(visible)
             if entries is None:
                 entries = [str(i) for i in range(count)]
+            # Like CUDA, an index past the last GPU ends the list (before LOCAL_RANK picks a position).
+            for position, entry in enumerate(entries):
+                if entry.isdigit() and int(entry) >= count:
+                    entries = entries[:position]
+                    break
             chosen = select_for_rank(entries, local_rank)
             if not chosen:
                 raise SourceUnavailable(
