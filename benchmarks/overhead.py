@@ -140,9 +140,52 @@ def lightning_configs(steps: int) -> dict[str, Callable[[], list[float]]]:
     }
 
 
+# ---- Keras ---------------------------------------------------------------------------------------
+
+
+def keras_configs(steps: int) -> dict[str, Callable[[], list[float]]]:
+    import keras
+    import numpy as np
+
+    from wattwise.integrations.keras import EnergyCallback
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((steps * 64, 256)).astype("float32")
+    y = rng.integers(0, 10, steps * 64)
+
+    class StepClock(keras.callbacks.Callback):
+        def __init__(self) -> None:
+            super().__init__()
+            self.ends: list[float] = []
+
+        def on_train_batch_end(self, batch, logs=None):
+            self.ends.append(time.perf_counter())
+
+    def train(extra: list) -> list[float]:
+        init = keras.initializers.GlorotUniform(seed=0)
+        model = keras.Sequential([
+            keras.Input((256,)),
+            keras.layers.Dense(1024, activation="relu", kernel_initializer=init),
+            keras.layers.Dense(1024, activation="relu", kernel_initializer=init),
+            keras.layers.Dense(10, kernel_initializer=init),
+        ])
+        model.compile(optimizer="sgd", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        clock = StepClock()
+        with tempfile.TemporaryDirectory() as out:
+            options = {"country_iso_code": "FRA", "print_summary": False, "output_dir": out}
+            model.fit(x, y, batch_size=64, epochs=1, verbose=0, callbacks=[clock, *(cb(options) for cb in extra)])
+        return clock.ends
+
+    return {
+        "none": lambda: train([]),
+        "wattwise": lambda: train([lambda options: EnergyCallback(**options)]),
+    }
+
+
 FRAMEWORKS: dict[str, Callable[[int], dict[str, Callable[[], list[float]]]]] = {
     "hf": hf_configs,
     "lightning": lightning_configs,
+    "keras": keras_configs,
 }
 
 
