@@ -24,6 +24,28 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
 
 WARMUP_STEPS = 20
+HOOK_CALLS: list[tuple[float, float]] = []  # (start, seconds) of every call into an instrumented callback
+
+
+def instrumented(callback):
+    """Time every hook wattwise implements (not the framework's inherited no-ops) into HOOK_CALLS."""
+    HOOK_CALLS.clear()
+    for name in dir(callback):
+        if not (name.startswith("on_") or name in ("setup", "teardown")):
+            continue
+        method = getattr(callback, name)
+        if not callable(method) or not getattr(method, "__module__", "").startswith("wattwise"):
+            continue
+
+        def timed(*args, _method=method, **kwargs):
+            start = time.perf_counter()
+            try:
+                return _method(*args, **kwargs)
+            finally:
+                HOOK_CALLS.append((start, time.perf_counter() - start))
+
+        setattr(callback, name, timed)
+    return callback
 
 
 # ---- Hugging Face --------------------------------------------------------------------------------
@@ -82,7 +104,7 @@ def hf_configs(steps: int) -> dict[str, Callable[[], list[float]]]:
 
     return {
         "none": lambda: train(lambda out: []),
-        "wattwise": lambda: train(lambda out: [EnergyCallback(country_iso_code="FRA", print_summary=False)]),
+        "wattwise": lambda: train(lambda out: [instrumented(EnergyCallback(country_iso_code="FRA", print_summary=False))]),
         "codecarbon": lambda: train(codecarbon),
     }
 
@@ -136,7 +158,9 @@ def lightning_configs(steps: int) -> dict[str, Callable[[], list[float]]]:
 
     return {
         "none": lambda: train([]),
-        "wattwise": lambda: train([EnergyCallback(country_iso_code="FRA", print_summary=False)]),
+        # Lightning's own cost of dispatching every hook to one more callback, whatever it does
+        "empty": lambda: train([pl.Callback()]),
+        "wattwise": lambda: train([instrumented(EnergyCallback(country_iso_code="FRA", print_summary=False))]),
     }
 
 
@@ -178,7 +202,7 @@ def keras_configs(steps: int) -> dict[str, Callable[[], list[float]]]:
 
     return {
         "none": lambda: train([]),
-        "wattwise": lambda: train([lambda options: EnergyCallback(**options)]),
+        "wattwise": lambda: train([lambda options: instrumented(EnergyCallback(**options))]),
     }
 
 
@@ -197,13 +221,23 @@ def seconds_per_step(ends: list[float]) -> float:
     return (timed[-1] - timed[0]) / (len(timed) - 1)
 
 
+def hook_share(ends: list[float]) -> float:
+    """Time spent inside wattwise's hooks over the timed steps, as a fraction of their wall time."""
+    first, last = ends[WARMUP_STEPS], ends[-1]
+    return sum(seconds for start, seconds in HOOK_CALLS if first <= start < last) / (last - first)
+
+
 def measure(name: str, configs: dict[str, Callable[[], list[float]]], rounds: int) -> None:
     per_round: dict[str, list[float]] = {key: [] for key in configs}
+    shares: list[float] = []
     keys = list(configs)
     for r in range(rounds):
         order = keys[r % len(keys):] + keys[: r % len(keys)]  # rotate who goes first
         for key in order:
-            per_round[key].append(seconds_per_step(configs[key]()))
+            ends = configs[key]()
+            per_round[key].append(seconds_per_step(ends))
+            if key == "wattwise":
+                shares.append(hook_share(ends))
     base = per_round["none"]
     print(f"\n{name}: {rounds} rounds, median step without callback {1000 * statistics.median(base):.2f} ms")
     print(f"  {'configuration':<12} {'ms/step':>8} {'ratio (median)':>15} {'ratio range':>18}")
@@ -213,6 +247,7 @@ def measure(name: str, configs: dict[str, Callable[[], list[float]]], rounds: in
             f"  {key:<12} {1000 * statistics.median(values):8.3f} {statistics.median(ratios):15.4f}"
             f"   [{min(ratios):.4f}, {max(ratios):.4f}]"
         )
+    print(f"  time inside wattwise's hooks: {100 * statistics.median(shares):.3f}% of the step time (median)")
 
 
 def main() -> None:
