@@ -105,8 +105,13 @@ class Forecaster:
         """An evaluation pass that ran after the training steps seen so far."""
         self._eval_passes.append((self._steps, energy_j, duration_s))
 
-    def forecast(self) -> Forecast | None:
-        """The projection, or None without a plan or while there are too few steady windows."""
+    def forecast(self, energy_so_far_j: float | None = None, duration_so_far_s: float | None = None) -> Forecast | None:
+        """The projection, or None without a plan or while there are too few steady windows.
+
+        ``energy_so_far_j`` and ``duration_so_far_s`` are the run's measured totals when the caller
+        knows them better (a session counts set-up and time between phases too); by default, the
+        windows and passes given to this forecaster.
+        """
         if not self.planned_steps:
             return None
         warmup = self._warmup_windows()
@@ -119,8 +124,12 @@ class Forecaster:
         time_rate, time_sd = _rate_and_sd(steady, "duration_s")
         passes = self._future_eval_passes(remaining)
         eval_j, eval_j_sd, eval_s, eval_s_sd = self._eval_costs()
-        energy_so_far = self._energy_j + sum(j for _, j, _ in self._eval_passes)
-        duration_so_far = self._duration_s + sum(s for _, _, s in self._eval_passes)
+        energy_so_far = energy_so_far_j
+        if energy_so_far is None:
+            energy_so_far = self._energy_j + sum(j for _, j, _ in self._eval_passes)
+        duration_so_far = duration_so_far_s
+        if duration_so_far is None:
+            duration_so_far = self._duration_s + sum(s for _, _, s in self._eval_passes)
         energy = self._projection(energy_so_far, remaining, energy_rate, energy_sd, passes, eval_j, eval_j_sd, steady)
         duration = self._projection(duration_so_far, remaining, time_rate, time_sd, passes, eval_s, eval_s_sd, steady)
         return Forecast(

@@ -262,12 +262,18 @@ class Session:
         return metrics
 
     def forecast(self) -> Forecast | None:
-        """The latest projection of the planned run, recomputed at most once per ``window_s``."""
+        """The latest projection of the planned run, recomputed at most once per ``window_s`` (and
+        at every call once the plan is done, when it is the measured total)."""
         now = self._last.timestamp_s
-        if now - self._forecast_at_s >= self.config.window_s:
-            self._forecast = self.forecaster.forecast()
+        done = bool(self.planned_steps) and self._phases["train"].steps >= self.planned_steps
+        if done or now - self._forecast_at_s >= self.config.window_s:
+            self._forecast = self.forecaster.forecast(*self._so_far())
             self._forecast_at_s = now
         return self._forecast
+
+    def _so_far(self) -> tuple[float, float]:
+        """Energy and time measured since the start, as of the last reading."""
+        return self._last.total_j - self._first.total_j, self._last.timestamp_s - self._first.timestamp_s
 
     def forecast_metrics(self) -> dict[str, float]:
         forecast = self.forecast()
@@ -364,7 +370,7 @@ class Session:
         fraction = FORECAST_MILESTONES[len(self._milestones)]
         if self._global_step < fraction * self.planned_steps:
             return
-        forecast = self.forecaster.forecast()
+        forecast = self.forecaster.forecast(*self._so_far())
         self._milestones.append(
             {
                 "fraction": fraction,

@@ -342,3 +342,20 @@ def test_two_named_intervals_are_measured_independently(tmp_path, steady_source)
     assert epoch["energy/step_j"] == pytest.approx(2.0)
     assert epoch["energy/power_w"] == pytest.approx(10.0)
     assert epoch["energy/total_kwh"] == pytest.approx(20.0 / 3.6e6)
+
+
+def test_once_the_plan_is_done_the_forecast_is_the_measured_total(tmp_path, steady_source):
+    clock = FakeClock()
+    session = make_session(tmp_path, clock, [steady_source({"gpu:0": 50.0}, clock)], window_s=0.5)
+    session.plan(100)
+    for _ in range(100):
+        clock.now += 0.1
+        session.step()
+    session.begin("eval")  # a final evaluation after the last step
+    for _ in range(5):
+        clock.now += 0.1
+        session.step()
+    session.end("eval")
+    metrics = session.log_metrics()
+    assert metrics["energy/forecast_kwh"] == pytest.approx(metrics["energy/total_kwh"], rel=1e-9)
+    assert metrics["energy/forecast_low_kwh"] == pytest.approx(metrics["energy/forecast_high_kwh"], rel=1e-9)
