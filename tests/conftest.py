@@ -13,11 +13,9 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
 
 import socket  # noqa: E402
-import time  # noqa: E402
 
 import pytest  # noqa: E402
-
-from wattwise.sources import Component  # noqa: E402
+from fakes import SteadySource  # noqa: E402
 
 
 class NetworkAccessed(AssertionError):
@@ -48,26 +46,6 @@ def no_wattwise_env(monkeypatch):
     for name in list(os.environ):
         if name.startswith("WATTWISE_"):
             monkeypatch.delenv(name)
-
-
-class SteadySource:
-    """A source of our own interface drawing constant power per component (tests of the arithmetic)."""
-
-    def __init__(self, watts: dict[str, float], clock=time.monotonic) -> None:
-        self.watts = watts
-        self._clock = clock
-        self._t0 = clock()
-        self.components = tuple(
-            Component(name, kind=name.split(":")[0], measured=True, source="steady", scope="device")
-            for name in watts
-        )
-
-    def read_j(self):
-        elapsed = self._clock() - self._t0
-        return tuple(w * elapsed for w in self.watts.values())
-
-    def close(self):
-        pass
 
 
 @pytest.fixture

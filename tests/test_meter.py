@@ -3,17 +3,10 @@
 from __future__ import annotations
 
 import pytest
+from fakes import FakeClock
 
 from wattwise.meter import EnergyMeter, Reading
 from wattwise.sources import Component
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 50.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 class ScriptedSource:
@@ -39,7 +32,7 @@ class ScriptedSource:
 
 
 def test_components_and_readings_follow_the_sources_order(steady_source):
-    clock = FakeClock()
+    clock = FakeClock(50.0)
     gpus = steady_source({"gpu:0": 300.0, "gpu:1": 200.0}, clock)
     cpu = steady_source({"cpu": 50.0}, clock)
     meter = EnergyMeter([gpus, cpu], clock=clock)
@@ -55,7 +48,7 @@ def test_components_and_readings_follow_the_sources_order(steady_source):
 
 
 def test_no_sources_reads_nothing():
-    meter = EnergyMeter([], clock=FakeClock())
+    meter = EnergyMeter([], clock=FakeClock(50.0))
     assert meter.components == ()
     assert meter.read().energy_j == ()
     assert meter.read().total_j == 0
@@ -64,7 +57,7 @@ def test_no_sources_reads_nothing():
 def test_a_source_raising_is_dropped_with_one_note_and_its_energy_kept():
     broken = ScriptedSource(["gpu:0", "gpu:1"], [(1.0, 2.0), (5.0, 7.0), RuntimeError("GPU fell off the bus")])
     healthy = ScriptedSource(["cpu"], [(10.0,), (20.0,), (30.0,), (40.0,), (50.0,)])
-    clock = FakeClock()
+    clock = FakeClock(50.0)
     meter = EnergyMeter([broken, healthy], clock=clock)
 
     totals = []
@@ -85,7 +78,7 @@ def test_a_source_raising_is_dropped_with_one_note_and_its_energy_kept():
 def test_a_source_failing_on_its_first_read_counts_zero():
     broken = ScriptedSource(["dram:0"], [PermissionError("energy_uj")])
     healthy = ScriptedSource(["cpu"], [(1.0,), (2.0,)])
-    meter = EnergyMeter([broken, healthy], clock=FakeClock())
+    meter = EnergyMeter([broken, healthy], clock=FakeClock(50.0))
     assert meter.read().energy_j == (0.0, 1.0)
     assert meter.read().energy_j == (0.0, 2.0)
     assert len(meter.notes) == 1 and "PermissionError" in meter.notes[0]
@@ -93,7 +86,7 @@ def test_a_source_failing_on_its_first_read_counts_zero():
 
 def test_a_source_returning_the_wrong_number_of_values_is_dropped():
     wrong = ScriptedSource(["gpu:0", "gpu:1"], [(1.0, 1.0), (2.0,)])
-    meter = EnergyMeter([wrong], clock=FakeClock())
+    meter = EnergyMeter([wrong], clock=FakeClock(50.0))
     assert meter.read().energy_j == (1.0, 1.0)
     assert meter.read().energy_j == (1.0, 1.0)
     assert len(meter.notes) == 1
@@ -102,7 +95,7 @@ def test_a_source_returning_the_wrong_number_of_values_is_dropped():
 
 def test_the_component_list_never_changes_when_a_source_is_dropped():
     broken = ScriptedSource(["gpu:0"], [ValueError("bad")])
-    meter = EnergyMeter([broken, ScriptedSource(["cpu"], [(1.0,)])], clock=FakeClock())
+    meter = EnergyMeter([broken, ScriptedSource(["cpu"], [(1.0,)])], clock=FakeClock(50.0))
     before = meter.components
     assert len(meter.read().energy_j) == 2
     assert meter.components == before
@@ -116,7 +109,7 @@ def test_close_closes_every_source_even_after_one_fails():
     first = FailingClose(["gpu:0"], [(0.0,)])
     dropped = ScriptedSource(["cpu"], [OSError("gone")])
     last = ScriptedSource(["ram"], [(0.0,)])
-    meter = EnergyMeter([first, dropped, last], clock=FakeClock())
+    meter = EnergyMeter([first, dropped, last], clock=FakeClock(50.0))
     meter.read()
     meter.close()
     assert dropped.closed and last.closed

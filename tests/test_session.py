@@ -9,21 +9,12 @@ import sys
 import textwrap
 
 import pytest
+from fakes import FakeClock
 
 from wattwise.config import Config
 from wattwise.meter import EnergyMeter
 from wattwise.report import RunReport, emissions_csv_columns
 from wattwise.session import CARBON_KG, POWER_W, STEP_J, TIMELINE_POINTS, TOTAL_KWH, Session
-
-
-class FakeClock:
-    """Time that moves only when the test says so."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 class CountingSource:

@@ -13,6 +13,7 @@ from types import SimpleNamespace
 
 import psutil
 import pytest
+from fakes import FakeClock
 
 from wattwise.sources import SourceUnavailable, model
 from wattwise.sources.model import (
@@ -26,14 +27,6 @@ from wattwise.sources.model import (
 
 CpuTimes = namedtuple("CpuTimes", "user system children_user children_system")
 MemInfo = namedtuple("MemInfo", "rss vms")
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 class FakeProcess:
@@ -217,7 +210,7 @@ def test_cpu_time_of_a_real_child_process_counts():
 
 
 def test_children_list_is_refreshed_on_its_interval():
-    clock = FakeClock()
+    clock = FakeClock(100.0)
     tree = model._ProcessTree(clock)
     assert [p.pid for p in tree.processes()] == [tree.root.pid] + [c.pid for c in tree.root.children(recursive=True)]
     child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
@@ -237,7 +230,7 @@ def test_ram_energy_is_power_times_share_integrated(fake_tree, monkeypatch):
     monkeypatch.setattr(model.psutil, "virtual_memory", lambda: SimpleNamespace(total=1_000))
     root, worker = FakeProcess(1, rss=60), FakeProcess(2, rss=40)
     fake_tree[:] = [root, worker]
-    clock = FakeClock()
+    clock = FakeClock(100.0)
     source = RamShareSource(machine_power_w=20.0, detail="test", clock=clock)
     assert source.read_j() == (0.0,)
 
@@ -255,7 +248,7 @@ def test_ram_energy_is_power_times_share_integrated(fake_tree, monkeypatch):
 
 
 def test_ram_share_of_this_process_is_real(monkeypatch):
-    clock = FakeClock()
+    clock = FakeClock(100.0)
     source = RamShareSource(machine_power_w=20.0, detail="test", clock=clock)
     clock.now += 100.0
     energy_j = source.read_j()[0]

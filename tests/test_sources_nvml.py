@@ -10,98 +10,16 @@ from __future__ import annotations
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
-from unittest.mock import create_autospec
 
 import pynvml
 import pytest
+from fakes import FakeGpu, make_fake_nvml, nvml_error, uuid
 
 from wattwise.sources import SourceUnavailable
 from wattwise.sources import nvml as nvml_module
 from wattwise.sources.nvml import NvmlSource, parse_visible_devices, select_for_rank
 
 # ---- a fake NVML driver --------------------------------------------------------------------------
-
-
-@dataclass
-class FakeGpu:
-    """One physical GPU as the fake driver sees it. ``energy_mj=None``: no total-energy counter."""
-
-    uuid: str
-    energy_mj: int | None = 5_000_000
-    power_mw: int = 300_000
-    name: str = "NVIDIA H100 80GB HBM3"
-    migs: tuple[str, ...] = ()
-
-
-@dataclass(eq=False)
-class FakeHandle:
-    gpu: FakeGpu
-    index: int
-    mig_uuid: str | None = None
-    parent: FakeHandle | None = field(default=None, repr=False)
-
-
-def nvml_error(code: int) -> pynvml.NVMLError:
-    return pynvml.NVMLError(code)  # returns the matching subclass, as the real bindings do
-
-
-def make_fake_nvml(gpus: list[FakeGpu]):
-    fake = create_autospec(pynvml, spec_set=True)
-    for name in dir(pynvml):  # keep the real exception classes and error codes
-        if name.startswith(("NVMLError", "NVML_ERROR_")):
-            setattr(fake, name, getattr(pynvml, name))
-
-    handles = [FakeHandle(gpu, i) for i, gpu in enumerate(gpus)]
-    mig_handles = {
-        mig: FakeHandle(h.gpu, h.index, mig_uuid=mig, parent=h) for h in handles for mig in h.gpu.migs
-    }
-
-    def physical(handle: FakeHandle) -> FakeHandle:
-        if handle.mig_uuid is not None:  # NVML answers these per physical GPU only
-            raise nvml_error(pynvml.NVML_ERROR_NOT_SUPPORTED)
-        return handle
-
-    def by_index(index):
-        if not 0 <= index < len(handles):
-            raise nvml_error(pynvml.NVML_ERROR_INVALID_ARGUMENT)
-        return handles[index]
-
-    def by_uuid(uuid):
-        for handle in handles:
-            if handle.gpu.uuid == uuid:
-                return handle
-        if uuid in mig_handles:
-            return mig_handles[uuid]
-        raise nvml_error(pynvml.NVML_ERROR_NOT_FOUND)
-
-    def parent_of(mig_handle):
-        if mig_handle.parent is None:
-            raise nvml_error(pynvml.NVML_ERROR_INVALID_ARGUMENT)
-        return mig_handle.parent
-
-    def energy(handle):
-        gpu = physical(handle).gpu
-        if gpu.energy_mj is None:
-            raise nvml_error(pynvml.NVML_ERROR_NOT_SUPPORTED)
-        return gpu.energy_mj
-
-    fake.nvmlInit.return_value = None
-    fake.nvmlShutdown.return_value = None
-    fake.nvmlDeviceGetCount.return_value = len(gpus)
-    fake.nvmlDeviceGetHandleByIndex.side_effect = by_index
-    fake.nvmlDeviceGetHandleByUUID.side_effect = by_uuid
-    fake.nvmlDeviceGetDeviceHandleFromMigDeviceHandle.side_effect = parent_of
-    fake.nvmlDeviceGetIndex.side_effect = lambda h: physical(h).index
-    fake.nvmlDeviceGetName.side_effect = lambda h: physical(h).gpu.name
-    fake.nvmlDeviceGetUUID.side_effect = lambda h: physical(h).gpu.uuid
-    fake.nvmlDeviceGetTotalEnergyConsumption.side_effect = energy
-    fake.nvmlDeviceGetPowerUsage.side_effect = lambda h: physical(h).gpu.power_mw
-    return fake
-
-
-def uuid(n: int) -> str:
-    return f"GPU-{n:04x}aaaa-1111-2222-3333-44445555{n:04x}"
 
 
 @pytest.fixture(autouse=True)

@@ -6,8 +6,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from test_sources_nvml import FakeGpu, make_fake_nvml, uuid
-from test_sources_rapl import PowercapTree
+from fakes import FakeGpu, PowercapTree, make_fake_nvml, uuid
 
 from wattwise.sources import SourceUnavailable, open_sources
 from wattwise.sources.model import CpuTimeSource, RamShareSource

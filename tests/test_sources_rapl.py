@@ -8,54 +8,13 @@ inside ``intel-rapl:0`` and a top-level symlink). Each zone has ``name``, ``ener
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
+from fakes import PowercapTree
 
 from wattwise.sources import SourceUnavailable
 from wattwise.sources.rapl import RaplSource
-
-MAX_RANGE_UJ = 262_143_328_850  # a typical package range
-
-
-class PowercapTree:
-    """A fake sysfs: ``root`` is the ``/sys/class/powercap`` to pass to ``RaplSource.open``."""
-
-    def __init__(self, base: Path, control: str = "intel-rapl") -> None:
-        self.devices = base / "devices" / "virtual" / "powercap"
-        self.root = base / "class" / "powercap"
-        self.root.mkdir(parents=True, exist_ok=True)
-        self.add_control(control)
-
-    def add_control(self, control: str) -> None:
-        directory = self.devices / control
-        directory.mkdir(parents=True, exist_ok=True)
-        (directory / "enabled").write_text("1\n")
-        link = self.root / control
-        if not link.exists():
-            link.symlink_to(os.path.relpath(directory, self.root))
-
-    def zone(self, zone: str, label: str, energy_uj: int = 0, max_range_uj: int = MAX_RANGE_UJ) -> Path:
-        control = zone.split(":")[0]
-        parts = zone.split(":")
-        directory = self.devices / control
-        for depth in range(2, len(parts) + 1):  # intel-rapl:0:1 lives inside intel-rapl:0
-            directory = directory / ":".join(parts[:depth])
-        directory.mkdir(parents=True, exist_ok=True)
-        (directory / "name").write_text(label + "\n")
-        (directory / "energy_uj").write_text(f"{energy_uj}\n")
-        (directory / "max_energy_range_uj").write_text(f"{max_range_uj}\n")
-        (directory / "enabled").write_text("1\n")
-        (self.root / zone).symlink_to(os.path.relpath(directory, self.root))
-        return directory
-
-    def set(self, zone: str, energy_uj: int) -> None:
-        (self.root / zone / "energy_uj").write_text(f"{energy_uj}\n")
-
-    def add(self, zone: str, delta_uj: int) -> None:
-        now = int((self.root / zone / "energy_uj").read_text())
-        self.set(zone, now + delta_uj)
 
 
 @pytest.fixture
