@@ -53,6 +53,7 @@ FORECAST_KWH = "energy/forecast_kwh"
 FORECAST_LOW_KWH = "energy/forecast_low_kwh"
 FORECAST_HIGH_KWH = "energy/forecast_high_kwh"
 FORECAST_KG = "carbon/forecast_kg"
+FORECAST_EVERY_S = 5.0  # a forecast costs ~0.5 ms; it moves slowly, so recompute it at most this often
 FORECAST_MILESTONES = (0.01, 0.02, 0.05, 0.10, 0.25, 0.50)  # fractions of the plan the report keeps
 PASS_KEYS = {"eval": EVAL_J, "test": TEST_J, "predict": PREDICT_J}  # joules of the pass that just ended
 CARBON_KG = "carbon/total_kg"
@@ -262,11 +263,11 @@ class Session:
         return metrics
 
     def forecast(self) -> Forecast | None:
-        """The latest projection of the planned run, recomputed at most once per ``window_s`` (and
-        at every call once the plan is done, when it is the measured total)."""
+        """The latest projection of the planned run, recomputed at most every ``FORECAST_EVERY_S``
+        (and at every call once the plan is done, when it is the measured total)."""
         now = self._last.timestamp_s
         done = bool(self.planned_steps) and self._phases["train"].steps >= self.planned_steps
-        if done or now - self._forecast_at_s >= self.config.window_s:
+        if done or now - self._forecast_at_s >= max(self.config.window_s, FORECAST_EVERY_S):
             self._forecast = self.forecaster.forecast(*self._so_far())
             self._forecast_at_s = now
         return self._forecast
