@@ -229,6 +229,21 @@ def test_no_network_access_during_a_run(tmp_path, monkeypatch):
     assert attempts == []
 
 
+def test_no_socket_is_created_during_a_run(tmp_path, monkeypatch):
+    created = []
+    real_init = socket.socket.__init__
+
+    def recording_init(self, *args, **kwargs):
+        created.append(args)
+        real_init(self, *args, **kwargs)
+
+    monkeypatch.setattr(socket.socket, "__init__", recording_init)
+    callback = EnergyCallback(country_iso_code="FRA", pue=1.2, window_s=0.05)
+    run(tmp_path, callback, eval_strategy="steps", eval_steps=6)
+    assert callback.report.energy_j > 0
+    assert created == []
+
+
 def test_only_the_main_process_writes_files(tmp_path):
     from transformers import TrainerControl, TrainerState
 
