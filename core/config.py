@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 SOURCE_NAMES = ("nvml", "rapl", "cpu", "ram")
@@ -40,12 +40,14 @@ class Config:
     print_summary: bool = True
     write_files: bool = True
     project_name: str = "wattwise"
-    extra: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+    budget_kwh: float | None = None
+    budget_kg_co2e: float | None = None
+    on_budget: str = "warn"
 
     @classmethod
     def from_kwargs(cls, **kwargs: Any) -> Config:
         """Build a config from keyword arguments, then ``WATTWISE_*`` variables, then defaults."""
-        names = {f.name for f in dataclasses.fields(cls) if f.name != "extra"}
+        names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(kwargs) - names)
         if unknown:
             raise ValueError(
@@ -53,8 +55,6 @@ class Config:
             )
         values: dict[str, Any] = {}
         for f in dataclasses.fields(cls):
-            if f.name == "extra":
-                continue
             if f.name in kwargs and kwargs[f.name] is not None:
                 values[f.name] = kwargs[f.name]
             elif (raw := os.environ.get(ENV_PREFIX + f.name.upper())) not in (None, ""):
@@ -87,7 +87,10 @@ _NUMBERS: dict[str, tuple[float, bool]] = {
     "cpu_power_w": (0.0, False),
     "ram_power_w": (0.0, True),
     "window_s": (0.0, False),
+    "budget_kwh": (0.0, False),
+    "budget_kg_co2e": (0.0, False),
 }
+ON_BUDGET = ("warn", "stop")
 
 
 def _validated(values: dict[str, Any]) -> dict[str, Any]:
@@ -129,6 +132,8 @@ def _validated(values: dict[str, Any]) -> dict[str, Any]:
         if bad:
             raise ValueError(f"sources has unknown name(s) {bad}; accepted: {', '.join(SOURCE_NAMES)}")
         values["sources"] = sources
+    if "on_budget" in values and values["on_budget"] not in ON_BUDGET:
+        raise ValueError(f"on_budget must be one of {', '.join(ON_BUDGET)}, got {values['on_budget']!r}")
     for name in ("sync_cuda", "print_summary", "write_files"):
         if name in values and not isinstance(values[name], bool):
             raise ValueError(f"{name} must be True or False, got {values[name]!r}")

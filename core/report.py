@@ -85,6 +85,7 @@ class RunReport:
     timeline: list[dict[str, float | str]] = field(default_factory=list)
     hardware: dict[str, Any] = field(default_factory=dict)
     forecasts: list[dict[str, Any]] = field(default_factory=list)
+    budget: dict[str, Any] = field(default_factory=dict)
 
     @property
     def energy_kwh(self) -> float:
@@ -180,7 +181,9 @@ class RunReport:
         lines = [
             f"wattwise: {format_energy(self.energy_j)} and {format_mass(self.emissions_kg)} CO2e "
             f"over {self.duration_s:.1f} s and {self.train_steps} training steps"
-            + (" [PARTIAL: the run did not finish]" if self.partial else ""),
+            + (" [PARTIAL: the run did not finish]" if self.partial else "")
+            + (f" [STOPPED by the budget at step {self.budget['stopped_at_step']}]"
+               if self.budget.get("stopped_at_step") is not None else ""),
             f"  carbon: {self.carbon.get('g_per_kwh', 0):.0f} g CO2e/kWh ({self.carbon.get('location')}), "
             f"PUE {self.carbon.get('pue', 1.0):g}",
             "  by component:",

@@ -127,6 +127,8 @@ class EnergyCallback(keras.callbacks.Callback):
         self._last_batch = batch
         if closed:  # fresh figures once per window, the cached ones in between
             self._batch_metrics = session.log_metrics("batch", read=False)
+        if session.stop_requested:  # on_budget="stop" and the budget is spent
+            self.model.stop_training = True
         if logs is not None:
             logs.update(self._batch_metrics)
 

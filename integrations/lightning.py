@@ -155,6 +155,8 @@ class EnergyCallback(*_BASES):
         self._seen_step = step
         if _is_log_step(trainer, step):
             self._log_step(trainer, pl_module, session.log_metrics())
+        if session.stop_requested:  # on_budget="stop" and the budget is spent
+            trainer.should_stop = True
 
     # ---- validation, test, prediction ------------------------------------------------------------
 

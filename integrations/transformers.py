@@ -71,6 +71,8 @@ class EnergyCallback(TrainerCallback):
     @guarded
     def on_step_end(self, args, state, control, **kwargs):
         self._session.step()
+        if self._session.stop_requested:  # on_budget="stop" and the budget is spent
+            control.should_training_stop = True
 
     @guarded
     def on_prediction_step(self, args, state, control, **kwargs):

@@ -143,6 +143,9 @@ ENV_VALUES = {
     "print_summary": ("0", False),
     "write_files": ("off", False),
     "project_name": ("my-run", "my-run"),
+    "budget_kwh": ("0.5", 0.5),
+    "budget_kg_co2e": ("2", 2.0),
+    "on_budget": ("stop", "stop"),
 }
 PAIRED = {  # arguments that are only valid with another one
     "region": {"country_iso_code": "DEU"},
@@ -152,7 +155,7 @@ PAIRED = {  # arguments that are only valid with another one
 
 
 def test_every_argument_has_an_environment_value_here():
-    fields = {f.name for f in dataclasses.fields(Config)} - {"extra"}
+    fields = {f.name for f in dataclasses.fields(Config)}
     assert set(ENV_VALUES) == fields
 
 

@@ -257,7 +257,8 @@ def test_planned_steps_come_from_epochs_and_steps_per_epoch(tmp_path):
         ({"sources": ("nvml", "geiger")}, "sources"),
         ({"window_s": 0}, "window_s"),
         ({"print_summary": "yes"}, "print_summary"),
-        ({"budget_kwh": 3}, "budget_kwh"),
+        ({"budget_kwh": -3}, "budget_kwh"),
+        ({"on_budget": "panic"}, "on_budget"),
     ],
 )
 def test_bad_arguments_raise_at_construction_naming_the_argument(options, named):
@@ -374,3 +375,11 @@ def test_the_callback_runs_unchanged_on_another_backend(tmp_path, backend):
     assert list(predicted["by_phase"]) == ["predict"]
     assert (predicted["by_phase"]["predict"]["steps"], predicted["by_phase"]["predict"]["samples"]) == (3, 40)
     assert (tmp_path / "out" / "wattwise" / "steps.csv").exists()
+
+
+def test_a_budget_stop_ends_training_through_the_model(tmp_path):
+    callback = energy(tmp_path, budget_kwh=1e-12, on_budget="stop", window_s=1e-9)  # spent at the first window
+    history = fit(tiny_model(), [callback], epochs=3)
+    report = callback.report
+    assert len(history.history["loss"]) == 1 and report.train_steps < 12
+    assert report.budget["stopped_at_step"] is not None

@@ -335,3 +335,12 @@ def test_bases_follow_what_is_installed(monkeypatch):
     monkeypatch.setitem(sys.modules, "lightning.pytorch", None)
     with pytest.raises(ImportError, match="lightning"):
         integration._callback_bases()
+
+
+def test_a_budget_stop_ends_training_through_the_trainer(tmp_path):
+    callback = energy(budget_kwh=1e-12, on_budget="stop")  # spent at the first window
+    trainer = make_trainer(LIGHTNING, tmp_path, callback, max_steps=8)
+    trainer.fit(tiny_module(LIGHTNING), loader(64))
+    report = callback.report
+    assert trainer.global_step < 8
+    assert report.budget["stopped_at_step"] == trainer.global_step == report.train_steps

@@ -350,3 +350,46 @@ def test_once_the_plan_is_done_the_forecast_is_the_measured_total(tmp_path, stea
     metrics = session.log_metrics()
     assert metrics["energy/forecast_kwh"] == pytest.approx(metrics["energy/total_kwh"], rel=1e-9)
     assert metrics["energy/forecast_low_kwh"] == pytest.approx(metrics["energy/forecast_high_kwh"], rel=1e-9)
+
+
+@pytest.mark.parametrize("on_budget", ["warn", "stop"])
+def test_an_energy_budget_warns_from_the_forecast_and_acts_on_the_measure(tmp_path, steady_source, on_budget):
+    clock = FakeClock()
+    # 100 W for 1000 steps of 0.1 s is 10 kJ; the budget is 5 kJ
+    session = make_session(tmp_path, clock, [steady_source({"gpu:0": 100.0}, clock)], window_s=0.5,
+                           budget_kwh=5000.0 / 3.6e6, on_budget=on_budget)
+    session.plan(1000)
+    stopped_at = None
+    for step in range(1, 1001):
+        clock.now += 0.1
+        session.step()
+        if step % 50 == 0:
+            session.log_metrics()
+        if session.stop_requested and stopped_at is None:
+            stopped_at = step
+    report = session.finish()
+    warning = next(n for n in report.notes if n.startswith("forecast over budget"))
+    assert "covers about 500 of the 1000 planned steps" in warning
+    assert report.budget["forecast_over"] is True and report.budget["exceeded"] is True
+    if on_budget == "stop":
+        assert 500 <= stopped_at <= 510  # at the first window after the budget is spent
+        assert report.budget["stopped_at_step"] == stopped_at
+        assert "STOPPED by the budget" in report.summary()
+    else:
+        assert stopped_at is None and report.budget["stopped_at_step"] is None
+        exceeded = next(n for n in report.notes if n.startswith("budget exceeded at training step "))
+        assert 500 <= int(exceeded.split()[5].rstrip(":")) <= 510
+
+
+def test_a_carbon_budget_uses_the_grid_intensity(tmp_path, steady_source):
+    clock = FakeClock()
+    # 100 g/kWh: 1 g CO2e is 36 kJ, i.e. 360 s at 100 W
+    session = make_session(tmp_path, clock, [steady_source({"gpu:0": 100.0}, clock)], window_s=0.5,
+                           budget_kg_co2e=0.001, on_budget="stop")
+    steps = 0
+    while not session.stop_requested and steps < 10_000:
+        clock.now += 1.0
+        session.step()
+        steps += 1
+    assert 360 <= steps <= 362
+    assert not any(n.startswith("forecast") for n in session.notes)  # no plan, no forecast warning

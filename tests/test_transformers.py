@@ -287,3 +287,12 @@ def test_environment_variables_configure_the_callback(tmp_path, monkeypatch):
     assert callback.report.carbon["country_iso_code"] == "SWE"
     assert callback.report.carbon["pue"] == 1.25
     assert list(callback.report.by_component) == ["cpu"]
+
+
+def test_a_budget_stop_ends_training_through_the_trainer(tmp_path):
+    callback = energy(budget_kwh=1e-12, on_budget="stop", window_s=1e-6)  # spent at the first window
+    trainer = run(tmp_path, callback, max_steps=12)
+    report = callback.report
+    assert trainer.state.global_step < 12
+    assert report.budget["stopped_at_step"] == trainer.state.global_step == report.train_steps
+    assert not report.partial
