@@ -76,10 +76,6 @@ class Forecaster:
         self._duration_s = 0.0
         self._eval_passes: list[tuple[int, float, float]] = []  # (train step, joules, seconds)
 
-    @property
-    def steps(self) -> int:
-        return self._steps
-
     def add_window(self, steps: int, energy_j: float, duration_s: float) -> None:
         """A closed training window: its steps, joules and seconds (windows without steps too)."""
         self._steps += steps
@@ -146,7 +142,7 @@ class Forecaster:
         later half), never more than a third of the steps seen."""
         windows = [w for w in self._windows if w.steps]
         if len(windows) < 2 * MIN_STEADY_WINDOWS:
-            return 1 if len(self._windows) > MIN_STEADY_WINDOWS else 0
+            return 1 if self._windows else 0  # too few to judge: drop the start-up window only
         later = windows[len(windows) // 2 :]
         steady_rate = statistics.median(w.energy_j / w.steps for w in later)
         budget = MAX_WARMUP_SHARE * self._steps

@@ -46,11 +46,14 @@ def find_caller(kind: type, max_depth: int = 8) -> Any | None:
     return None
 
 
-def move_to_front(callbacks: list, item: Any) -> bool:
-    """Put ``item`` first in ``callbacks`` (in place), so loggers that run after it see what it adds."""
-    for i, candidate in enumerate(callbacks):
-        if candidate is item:
-            if i:
-                callbacks.insert(0, callbacks.pop(i))
-            return True
-    return False
+def move_to_front(callbacks: list, item: Any, *, after: type | None = None) -> bool:
+    """Put ``item`` first in ``callbacks`` (in place), or right after the leading ``after`` instances,
+    so loggers that run after it see what it adds. False when ``item`` is not in the list."""
+    if not any(candidate is item for candidate in callbacks):
+        return False
+    callbacks[:] = [c for c in callbacks if c is not item]
+    position = 0
+    while after is not None and position < len(callbacks) and isinstance(callbacks[position], after):
+        position += 1
+    callbacks.insert(position, item)
+    return True

@@ -144,7 +144,6 @@ class Session:
         self._phase = self._start_phase = phase
         self._pass_start_j = 0.0
         self._pass_start_s = 0.0
-        self.last_pass_j: dict[str, float] = {}
         self.forecaster = Forecaster(planned_steps)
         self._forecast: Forecast | None = None
         self._forecast_at_s = float("-inf")
@@ -169,10 +168,12 @@ class Session:
         atexit.register(self._finish_at_exit)
         self.started = True
 
-    def plan(self, planned_steps: int | None) -> None:
-        """Set the planned number of training steps once it is known (it may be after ``start``)."""
+    def plan(self, planned_steps: int | None, *, eval_every_steps: int | None = None) -> None:
+        """Set the planned training steps once known (it may be after ``start``) and, when the
+        framework says it, the evaluation cadence in steps (else it is inferred from the passes)."""
         self.planned_steps = planned_steps
         self.forecaster.planned_steps = planned_steps
+        self.forecaster.eval_every_steps = eval_every_steps
 
     def finish(self, *, partial: bool = False) -> RunReport | None:
         """Close the last window, build the report, write the files and print the summary, once."""
@@ -225,16 +226,19 @@ class Session:
         self._pass_start_j = self._phases[phase].energy_j
         self._pass_start_s = self._phases[phase].duration_s
 
-    def end(self, phase: str) -> float:
-        """Leave ``phase`` (back to ``train``); return the joules of the pass that just ended."""
+    def end(self, phase: str, *, record_pass: bool = True) -> float:
+        """Leave ``phase`` (back to ``train``); return the joules of the pass that just ended.
+
+        ``record_pass=False`` keeps a pass that is not one of the run's regular evaluations (a
+        sanity check) out of the forecast.
+        """
         if self._phase != phase:
             return 0.0
         self._close_window()
         record = self._phases[phase]
         record.passes += 1
         pass_j = record.energy_j - self._pass_start_j
-        self.last_pass_j[phase] = pass_j
-        if phase == "eval":
+        if phase == "eval" and record_pass:
             self.forecaster.add_eval_pass(pass_j, record.duration_s - self._pass_start_s)
         self._phase = "train"
         return pass_j
@@ -295,10 +299,6 @@ class Session:
         """Cumulative energy and carbon as of the last reading."""
         total_j = self._last.total_j - self._first.total_j
         return {TOTAL_KWH: total_j / J_PER_KWH, CARBON_KG: self.grid.kg_for_j(total_j)}
-
-    @property
-    def train_steps(self) -> int:
-        return self._phases["train"].steps + (self._window_steps if self._phase == "train" else 0)
 
     # ---- notes ---------------------------------------------------------------------------------
 

@@ -238,7 +238,8 @@ class EnergyCallback(*_BASES):
     def _end(self, phase: str, trainer, pl_module) -> None:
         if not self._active or self._session.phase != phase:
             return
-        pass_j = self._session.end(phase)
+        # a sanity check is not one of the run's regular evaluations: keep it out of the forecast
+        pass_j = self._session.end(phase, record_pass=not trainer.sanity_checking)
         if phase == "predict":
             return  # Lightning forbids self.log in prediction: the energy is in the report
         metrics = {PASS_KEYS[phase]: pass_j}
@@ -294,14 +295,17 @@ class EnergyCallback(*_BASES):
 
 
 def _planned_steps(trainer, session: Session) -> int | None:
-    """``trainer.estimated_stepping_batches`` when it is a finite positive count, else None."""
+    """The optimizer steps left to run: ``trainer.estimated_stepping_batches`` less the steps a
+    resumed run (or an earlier fit) has already made; None when that is not a finite positive count."""
     try:
         planned = trainer.estimated_stepping_batches
     except Exception as exc:  # e.g. a GradientAccumulationScheduler with varying factors
         session.note(f"no planned step count: {exc}")
         return None
-    finite = isinstance(planned, int | float) and 0 < planned < math.inf
-    return int(planned) if finite else None
+    if not (isinstance(planned, int | float) and 0 < planned < math.inf):
+        return None
+    left = int(planned) - trainer.global_step
+    return left if left > 0 else None
 
 
 def _is_log_step(trainer, step: int) -> bool:

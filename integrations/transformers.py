@@ -25,8 +25,8 @@ main process, writes ``report.json``, ``steps.csv`` and ``emissions.csv`` under
 ``<output_dir>/wattwise/``. Keyword arguments are those of ``wattwise.Config``.
 
 Loggers run before user callbacks in the Trainer, so at ``on_train_begin`` this callback moves
-itself to the front of the Trainer's callback list: the metrics it adds to a log entry are then
-seen by every logger.
+itself to just after the Trainer's ``DefaultFlowCallback``, ahead of the loggers: the metrics it adds
+to a log entry are then seen by every logger, and it knows when an evaluation is about to start.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from __future__ import annotations
 from typing import Any
 
 from transformers import TrainerCallback
-from transformers.trainer_callback import CallbackHandler
+from transformers.trainer_callback import CallbackHandler, DefaultFlowCallback
 
 from wattwise.config import Config
 from wattwise.hooks import find_caller, guarded, move_to_front
@@ -50,7 +50,6 @@ class EnergyCallback(TrainerCallback):
     def __init__(self, **options: Any) -> None:
         self.config = Config.from_kwargs(**options)
         self._session = Session(self.config, framework="transformers")
-        self._placed = False
 
     @property
     def report(self) -> RunReport | None:
@@ -59,20 +58,29 @@ class EnergyCallback(TrainerCallback):
 
     @guarded
     def on_train_begin(self, args, state, control, **kwargs):
-        if self._session.started:  # a second trainer.train() with this callback: a new run
+        if self._session.started:  # another train() with this callback: a new run
+            self._session.finish(partial=True)  # no-op unless the previous train() raised
             self._session = Session(self.config, framework="transformers")
         self._place_before_loggers()
         self._session.start(
             output_dir=self.config.output_dir or args.output_dir,
-            planned_steps=state.max_steps or None,
+            # a resumed run restores global_step first: what is planned is what is left
+            planned_steps=(state.max_steps - state.global_step) or None,
             is_main_process=state.is_world_process_zero,
         )
+        if args.eval_strategy == "steps" and state.eval_steps:
+            self._session.plan(self._session.planned_steps, eval_every_steps=int(state.eval_steps))
 
     @guarded
     def on_step_end(self, args, state, control, **kwargs):
         self._session.step()
         if self._session.stop_requested:  # on_budget="stop" and the budget is spent
             control.should_training_stop = True
+        self._maybe_begin_eval(control)
+
+    @guarded
+    def on_epoch_end(self, args, state, control, **kwargs):
+        self._maybe_begin_eval(control)
 
     @guarded
     def on_prediction_step(self, args, state, control, **kwargs):
@@ -104,12 +112,18 @@ class EnergyCallback(TrainerCallback):
     def on_train_end(self, args, state, control, **kwargs):
         self._session.finish()
 
+    def _maybe_begin_eval(self, control) -> None:
+        """DefaultFlowCallback (just before us) has decided an evaluation follows: its set-up and
+        first batch are evaluation energy, so the phase begins now, not at the first batch's end."""
+        if control.should_evaluate and self._session.started and not self._session.finished:
+            self._session.begin("eval")
+
     def _place_before_loggers(self) -> None:
-        if self._placed:
-            return
+        """Right after DefaultFlowCallback (so ``control`` already says whether an evaluation
+        follows) and before the ``report_to`` loggers (so they see the metrics added to a log)."""
         handler = find_caller(CallbackHandler)
-        self._placed = handler is not None and move_to_front(handler.callbacks, self)
-        if not self._placed:
+        placed = handler is not None and move_to_front(handler.callbacks, self, after=DefaultFlowCallback)
+        if not placed:
             self._session.note(
                 "could not move EnergyCallback before the report_to loggers: energy metrics reach "
                 "trainer.state.log_history and the console, but not TensorBoard/W&B/MLflow"

@@ -84,3 +84,15 @@ def test_memory_is_bounded():
         f.add_window(steps=5, energy_j=50.0, duration_s=0.5)
     assert len(f._windows) <= 1024
     assert f.forecast().energy_j == pytest.approx(10**8)
+
+
+def test_the_start_up_window_never_counts_even_with_few_windows():
+    f = Forecaster(planned_steps=2000)
+    f.add_window(steps=5, energy_j=5000.0, duration_s=50.0)  # compilation: 100x the steady cost
+    for _ in range(3):
+        f.add_window(steps=5, energy_j=50.0, duration_s=0.5)
+    assert f.forecast() is None  # three steady windows are too few
+    f.add_window(steps=5, energy_j=50.0, duration_s=0.5)
+    forecast = f.forecast()
+    assert forecast.warmup_steps == 5
+    assert forecast.energy_j == pytest.approx(5200.0 + 1980 * 10.0)

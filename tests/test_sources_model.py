@@ -35,13 +35,15 @@ class FakeProcess:
     def __init__(self, pid: int, cpu_s: float = 0.0, rss: int = 0) -> None:
         self.pid = pid
         self.cpu_s = cpu_s
+        self.reaped_children_s = 0.0  # what the OS adds to children_user/children_system on wait()
         self.rss = rss
         self.alive = True
 
     def cpu_times(self):
         if not self.alive:
             raise psutil.NoSuchProcess(self.pid)
-        return CpuTimes(self.cpu_s * 0.75, self.cpu_s * 0.25, 0.0, 0.0)
+        reaped = self.reaped_children_s
+        return CpuTimes(self.cpu_s * 0.75, self.cpu_s * 0.25, reaped * 0.5, reaped * 0.5)
 
     def memory_info(self):
         if not self.alive:
@@ -181,13 +183,30 @@ def test_cpu_energy_is_cpu_seconds_times_watts(fake_tree):
     worker.cpu_s += 1.0
     assert source.read_j() == pytest.approx((20.0,))
 
-    worker.alive = False  # exited: its seconds up to its last reading still count
+    worker.cpu_s += 0.5
+    worker.alive = False  # exited and waited for: its seconds move to the parent's children_*
+    root.reaped_children_s += worker.cpu_s
     root.cpu_s += 1.0
-    assert source.read_j() == pytest.approx((25.0,))
+    assert source.read_j() == pytest.approx((27.5,))
 
     late = FakeProcess(3, cpu_s=0.4)  # started after open: all of its time is this run's
     fake_tree.append(late)
-    assert source.read_j() == pytest.approx((27.0,))
+    assert source.read_j() == pytest.approx((29.5,))
+
+    root.reaped_children_s += 2.0  # a short-lived child never seen in the list
+    assert source.read_j() == pytest.approx((39.5,))
+
+
+def test_cpu_seconds_never_go_backwards(fake_tree):
+    root, worker = FakeProcess(1, cpu_s=1.0), FakeProcess(2, cpu_s=5.0)
+    fake_tree[:] = [root, worker]
+    source = CpuTimeSource(watts_per_thread=1.0, detail="test")
+    worker.cpu_s += 2.0
+    assert source.read_j() == pytest.approx((2.0,))
+    worker.alive = False  # exited, its parent has not waited for it yet: its seconds are nowhere
+    assert source.read_j() == pytest.approx((2.0,))
+    root.reaped_children_s += worker.cpu_s
+    assert source.read_j() == pytest.approx((2.0,))
 
 
 def test_cpu_time_of_a_real_child_process_counts():

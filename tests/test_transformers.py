@@ -5,12 +5,13 @@ from __future__ import annotations
 import csv
 import json
 import socket
+import time
 
 import pytest
 import torch
 from datasets import Dataset
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-from transformers import GPT2Config, GPT2LMHeadModel, Trainer, TrainingArguments
+from transformers import GPT2Config, GPT2LMHeadModel, Trainer, TrainerCallback, TrainingArguments
 
 import wattwise.sources
 from wattwise.integrations.transformers import EnergyCallback
@@ -26,7 +27,15 @@ def tokens(n: int, seed: int) -> Dataset:
     return Dataset.from_dict({"input_ids": ids.tolist(), "labels": ids.tolist()})
 
 
-def run(tmp_path, callback, *, train_n=64, eval_n=16, **overrides):
+class Boom(TrainerCallback):
+    """Raises at the end of step 2, as a failing training would."""
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step == 2:
+            raise RuntimeError("boom")
+
+
+def run(tmp_path, callback, *, train_n=64, eval_n=16, callbacks_extra=False, **overrides):
     torch.manual_seed(0)
     model = GPT2LMHeadModel(
         GPT2Config(vocab_size=VOCAB, n_positions=16, n_embd=32, n_layer=1, n_head=2, bos_token_id=0, eos_token_id=0)
@@ -48,7 +57,7 @@ def run(tmp_path, callback, *, train_n=64, eval_n=16, **overrides):
         args=TrainingArguments(**settings),
         train_dataset=tokens(train_n, 0),
         eval_dataset=tokens(eval_n, 1) if eval_n else None,
-        callbacks=[callback],
+        callbacks=[callback, Boom()] if callbacks_extra else [callback],
     )
     trainer.train()
     return trainer
@@ -296,3 +305,56 @@ def test_a_budget_stop_ends_training_through_the_trainer(tmp_path):
     assert trainer.state.global_step < 12
     assert report.budget["stopped_at_step"] == trainer.state.global_step == report.train_steps
     assert not report.partial
+
+
+def steady_100w(monkeypatch):
+    """Every source replaced by a constant 100 W: energy is then exactly 100 x seconds."""
+    from fakes import SteadySource
+
+    monkeypatch.setattr(wattwise.sources, "open_sources", lambda names, **kw: OpenedSources([SteadySource({"gpu:0": 100.0})]))
+
+
+class SlowEvalTrainer(Trainer):
+    def prediction_step(self, *args, **kwargs):
+        time.sleep(0.05)
+        return super().prediction_step(*args, **kwargs)
+
+
+def test_evaluation_energy_includes_its_set_up_and_first_batch(tmp_path, monkeypatch):
+    steady_100w(monkeypatch)
+    callback = energy(window_s=10.0)
+    torch.manual_seed(0)
+    model = GPT2LMHeadModel(
+        GPT2Config(vocab_size=VOCAB, n_positions=16, n_embd=32, n_layer=1, n_head=2, bos_token_id=0, eos_token_id=0)
+    )
+    args = TrainingArguments(
+        output_dir=str(tmp_path / "out"), max_steps=8, per_device_train_batch_size=4, per_device_eval_batch_size=4,
+        logging_steps=4, eval_strategy="steps", eval_steps=4, save_strategy="no", report_to=[], use_cpu=True,
+        disable_tqdm=True,
+    )
+    trainer = SlowEvalTrainer(model=model, args=args, train_dataset=tokens(64, 0), eval_dataset=tokens(16, 1),
+                              callbacks=[callback])
+    trainer.train()
+    evals = [e for e in trainer.state.log_history if "eval_loss" in e]
+    assert len(evals) == 2
+    for entry in evals:  # 4 batches of >= 50 ms: every batch of the pass is in its energy
+        assert entry["energy/eval_j"] >= 0.95 * 100.0 * entry["eval_runtime"]
+        assert entry["energy/eval_j"] <= 100.0 * (entry["eval_runtime"] + 0.1)
+    assert callback.report.by_phase["eval"].steps == 8
+
+
+def test_a_new_trainer_with_a_callback_whose_first_run_failed(tmp_path):
+    callback = energy(window_s=1e-6)
+    with pytest.raises(RuntimeError, match="boom"):
+        run(tmp_path / "first", callback, max_steps=8, callbacks_extra=True)
+    first = callback.report
+    assert first is None  # the failed run is finished (partial) when the next one starts
+    trainer = run(tmp_path / "second", callback, max_steps=6, report_to=["tensorboard"])
+    report = callback.report
+    assert report.train_steps == 6 and not report.partial
+    handler = trainer.callback_handler.callbacks
+    assert handler.index(callback) == 1  # right after DefaultFlowCallback, before the loggers
+    data = json.loads((tmp_path / "second" / "out" / "wattwise" / "report.json").read_text())
+    assert data["partial"] is False and data["train_steps"] == 6
+    failed = json.loads((tmp_path / "first" / "out" / "wattwise" / "report.json").read_text())
+    assert failed["partial"] is True and failed["train_steps"] == 2

@@ -8,7 +8,8 @@ Example::
     >>> cpu.components[0].measured
     False
 
-CPU: the process's CPU seconds (its threads and its child processes, such as DataLoader workers)
+CPU: the process's CPU seconds (its threads and its child processes, such as DataLoader workers,
+live or exited)
 times the power of one busy hardware thread, ``TDP x sockets / logical CPUs``. The TDP comes from
 ``cpu_power_w``, else codecarbon's table (``cpu_power.csv``) for the detected model, else
 codecarbon's default of 4 W per thread.
@@ -115,7 +116,7 @@ class CpuTimeSource:
         self.watts_per_thread = watts_per_thread
         self.components = (Component("cpu", kind="cpu", measured=False, source="cpu-time x TDP", scope="process", detail=detail),)
         self._tree = _ProcessTree()
-        self._seen_s: dict[int, float] = {}  # last CPU seconds of each process, so exited children keep counting
+        self._last_s = 0.0
         self._start_s = self._cpu_seconds()
 
     @classmethod
@@ -145,13 +146,21 @@ class CpuTimeSource:
         """Nothing to release."""
 
     def _cpu_seconds(self) -> float:
+        """CPU seconds of the process tree: each live process's own and its reaped children's.
+
+        A child that has exited and been waited for (a DataLoader worker at the end of an epoch,
+        however short-lived) is in its parent's ``children_user``/``children_system``; a child that
+        exits between two reads moves from one term to the other, so the total is kept monotonic.
+        """
+        total_s = 0.0
         for proc in self._tree.processes():
             try:
                 times = proc.cpu_times()
             except psutil.Error:
-                continue  # exited: its last reading stays in _seen_s
-            self._seen_s[proc.pid] = times.user + times.system
-        return sum(self._seen_s.values())
+                continue  # exited since the list was made: its parent's children_* now hold it
+            total_s += times.user + times.system + times.children_user + times.children_system
+        self._last_s = max(self._last_s, total_s)
+        return self._last_s
 
 
 class RamShareSource:

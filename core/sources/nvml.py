@@ -68,7 +68,6 @@ def select_for_rank(visible: Sequence[str], local_rank: int | None) -> list[str]
 class _Device:
     index: int
     handle: object
-    name: str
     detail: str
     counter: bool
     baseline_mj: int = 0
@@ -86,6 +85,7 @@ class NvmlSource:
         )
         self._polled = [d for d in devices if not d.counter]
         self._polled_j = [0.0] * len(self._polled)
+        self.failed_polls = 0
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -161,20 +161,22 @@ class NvmlSource:
 
     def _poll(self) -> None:
         last_t = time.monotonic()
-        last_w = [self._power_w(d) for d in self._polled]
+        last_w = [self._power_w(d, 0.0) for d in self._polled]
         while not self._stop.wait(POLL_INTERVAL_S):
             now = time.monotonic()
-            power_w = [self._power_w(d) for d in self._polled]
+            power_w = [self._power_w(d, before) for d, before in zip(self._polled, last_w, strict=True)]
             with self._lock:
                 for i, (before, after) in enumerate(zip(last_w, power_w, strict=True)):
                     self._polled_j[i] += 0.5 * (before + after) * (now - last_t)
             last_t, last_w = now, power_w
 
-    def _power_w(self, device: _Device) -> float:
+    def _power_w(self, device: _Device, last_w: float) -> float:
+        """The device's power now; a failed read repeats the last good one (and is counted)."""
         try:
             return self._nvml.nvmlDeviceGetPowerUsage(device.handle) / 1000.0
-        except self._nvml.NVMLError:
-            return 0.0
+        except Exception:  # any failure: the thread must go on, the gap is bridged and counted
+            self.failed_polls += 1
+            return last_w
 
 
 def _resolve(nvml, entries: list[str], count: int) -> list[_Device]:
@@ -202,7 +204,7 @@ def _resolve(nvml, entries: list[str], count: int) -> list[_Device]:
         detail = f"{name}, {how}"
         if mig:
             detail += "; MIG: the counter covers the whole GPU, shared with its other instances"
-        device = _Device(index=index, handle=handle, name=name, detail=detail, counter=counter)
+        device = _Device(index=index, handle=handle, detail=detail, counter=counter)
         if counter:
             device.baseline_mj = nvml.nvmlDeviceGetTotalEnergyConsumption(handle)
         by_index[index] = device
