@@ -35,6 +35,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from .budget import Budget
 from .carbon import J_PER_KWH, GridIntensity, resolve_intensity
 from .config import Config
 from .forecast import Forecast, Forecaster
@@ -82,6 +83,7 @@ class Session:
             carbon_intensity_g_per_kwh=config.carbon_intensity_g_per_kwh,
             pue=config.pue,
         )
+        self.budget = Budget(config.budget_kwh, config.budget_kg_co2e, config.on_budget, self.grid)
         self._synchronize: Callable[[], None] | None = None
         self._clock = clock
         self.notes: list[str] = []
@@ -148,8 +150,6 @@ class Session:
         self._forecast: Forecast | None = None
         self._forecast_at_s = float("-inf")
         self._milestones: list[dict[str, float]] = []
-        self.stop_requested = False  # on_budget="stop" and the budget is spent: integrations stop training
-        self._budget_state: dict[str, object] = {"exceeded": False, "stopped_at_step": None, "forecast_over": False}
         self._window_steps = 0
         self._global_step = 0
         self._first = self._last = self._read()
@@ -167,6 +167,11 @@ class Session:
             self._open_steps_csv()
         atexit.register(self._finish_at_exit)
         self.started = True
+
+    @property
+    def stop_requested(self) -> bool:
+        """True once ``on_budget="stop"`` and the budget is spent: integrations then stop training."""
+        return self.budget.stop_requested
 
     def plan(self, planned_steps: int | None, *, eval_every_steps: int | None = None) -> None:
         """Set the planned training steps once known (it may be after ``start``) and, when the
@@ -276,8 +281,8 @@ class Session:
         if done or now - self._forecast_at_s >= max(self.config.window_s, FORECAST_EVERY_S):
             self._forecast = self.forecaster.forecast(*self._so_far())
             self._forecast_at_s = now
-            if self._forecast is not None:
-                self._check_forecast_budget(self._forecast)
+            if self._forecast is not None and (warning := self.budget.check_forecast(self._forecast, self._so_far()[0])):
+                self.note(warning)
         return self._forecast
 
     def _so_far(self) -> tuple[float, float]:
@@ -356,7 +361,8 @@ class Session:
             self._global_step += steps
             self.forecaster.add_window(steps, sum(deltas), duration_s)
             self._check_milestones()
-        self._check_budget()
+        if warning := self.budget.check_measured(self._so_far()[0], self._phases["train"].steps):
+            self.note(warning)
         start_s = previous.timestamp_s - self._first.timestamp_s
         self._add_timeline_point(start_s, duration_s, deltas, phase)
         window = _Window(phase, self._global_step, steps, start_s, duration_s, deltas)
@@ -368,59 +374,6 @@ class Session:
         if held is not None and self._steps_writer is not None:
             self._write_steps_row(held)
         self._held_window = window
-
-    # ---- budgets -------------------------------------------------------------------------------
-
-    def _budget_j(self) -> float | None:
-        """The tighter of ``budget_kwh`` and ``budget_kg_co2e``, as joules of IT energy; None if neither."""
-        limits = []
-        if self.config.budget_kwh is not None:
-            limits.append(self.config.budget_kwh * J_PER_KWH)
-        kg_per_j = self.grid.kg_for_j(1.0)
-        if self.config.budget_kg_co2e is not None and kg_per_j > 0:
-            limits.append(self.config.budget_kg_co2e / kg_per_j)
-        return min(limits) if limits else None
-
-    def _describe(self, energy_j: float) -> str:
-        budgets = [f"{v:g} {unit}" for v, unit in ((self.config.budget_kwh, "kWh"), (self.config.budget_kg_co2e, "kg CO2e"))
-                   if v is not None]
-        return (f"{energy_j / J_PER_KWH:.4g} kWh ({self.grid.kg_for_j(energy_j):.4g} kg CO2e) "
-                f"against a budget of {' and '.join(budgets)}")
-
-    def _check_budget(self) -> None:
-        """After each window: once the measured energy exceeds a budget, say so (and stop, if asked)."""
-        budget_j = self._budget_j()
-        energy_j = self._so_far()[0]
-        if budget_j is None or self._budget_state["exceeded"] or energy_j < budget_j:
-            return
-        self._budget_state["exceeded"] = True
-        steps = self._phases["train"].steps
-        if self.config.on_budget == "stop":
-            self.stop_requested = True
-            self._budget_state["stopped_at_step"] = steps
-            self.note(f"budget spent at training step {steps}: {self._describe(energy_j)}; training stopped (on_budget='stop')")
-        else:
-            self.note(f"budget exceeded at training step {steps}: {self._describe(energy_j)} (on_budget='warn')")
-
-    def _check_forecast_budget(self, forecast: Forecast) -> None:
-        """Warn once when even the forecast's lower bound is over a budget, saying how many steps fit."""
-        budget_j = self._budget_j()
-        if budget_j is None or self._budget_state["forecast_over"] or forecast.energy_low_j <= budget_j:
-            return
-        remaining = forecast.planned_steps - forecast.at_step
-        if remaining <= 0:
-            return
-        self._budget_state["forecast_over"] = True
-        so_far_j = self._so_far()[0]
-        per_step_j = (forecast.energy_j - so_far_j) / remaining
-        fits = ""
-        if per_step_j > 0:
-            steps_that_fit = forecast.at_step + max(0.0, (budget_j - so_far_j) / per_step_j)
-            fits = f"; at the current rate the budget covers about {round(steps_that_fit)} of the {forecast.planned_steps} planned steps"
-        self.note(
-            f"forecast over budget at step {forecast.at_step}: even the low end of the forecast, "
-            f"{self._describe(forecast.energy_low_j)}{fits}"
-        )
 
     def _check_milestones(self) -> None:
         """Keep the forecast made when training first reached each milestone fraction of the plan."""
@@ -533,18 +486,8 @@ class Session:
             timeline=list(self._timeline) + ([self._pending_point] if self._pending_point else []),
             hardware=hardware_info(),
             forecasts=self._scored_milestones(partial, energy_j),
-            budget=self._budget_report(),
+            budget=self.budget.to_dict(),
         )
-
-    def _budget_report(self) -> dict:
-        if self.config.budget_kwh is None and self.config.budget_kg_co2e is None:
-            return {}
-        return {
-            "budget_kwh": self.config.budget_kwh,
-            "budget_kg_co2e": self.config.budget_kg_co2e,
-            "on_budget": self.config.on_budget,
-            **self._budget_state,
-        }
 
     def _scored_milestones(self, partial: bool, energy_j: float) -> list[dict]:
         """The milestone forecasts with their error against the measured total, when the run
