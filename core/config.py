@@ -13,6 +13,7 @@ argument wins). Invalid values raise ``ValueError`` naming the argument and what
 from __future__ import annotations
 
 import dataclasses
+import numbers
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -98,7 +99,7 @@ def _validated(values: dict[str, Any]) -> dict[str, Any]:
         if name not in values:
             continue
         value = values[name]
-        if isinstance(value, bool) or not isinstance(value, int | float):
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):  # numpy scalars are Real too
             raise ValueError(f"{name} must be a number, got {value!r}")
         above = value >= lowest if inclusive else value > lowest
         if not above or value == float("inf"):

@@ -214,3 +214,11 @@ def test_environment_and_arguments_combine(monkeypatch):
     monkeypatch.setenv("WATTWISE_CLOUD_PROVIDER", "gcp")
     config = Config.from_kwargs(cloud_region="us-central1")
     assert (config.cloud_provider, config.cloud_region) == ("gcp", "us-central1")
+
+
+def test_numpy_numbers_are_accepted():
+    import numpy as np
+
+    config = Config.from_kwargs(pue=np.float32(1.5), budget_kwh=np.int64(2))
+    assert config.pue == 1.5 and isinstance(config.pue, float)
+    assert config.budget_kwh == 2.0 and isinstance(config.budget_kwh, float)
