@@ -68,8 +68,10 @@ class EnergyMeter:
         return Reading(timestamp_s, tuple(self._last))
 
     def close(self) -> None:
+        """Close every source, and collect what each has to say about its run (``problems()``)."""
         for source in self._sources:
             try:
                 source.close()
+                self.notes.extend(getattr(source, "problems", list)())
             except Exception as exc:
                 self.notes.append(f"closing {type(source).__name__} failed: {exc}")

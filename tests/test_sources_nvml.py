@@ -188,6 +188,18 @@ def test_a_failing_power_read_does_not_kill_the_thread(install, fast_polling):
     energy_j = source.read_j()[0]
     source.close()
     assert energy_j > 0  # sampling went on after the errors
+    assert source.problems() == ["3 NVML power reads failed; each gap was bridged with the last good reading"]
+
+
+def test_the_meter_reports_a_sources_problems_at_close(install, fast_polling):
+    from wattwise.meter import EnergyMeter
+
+    fake = install([FakeGpu(uuid(0), energy_mj=None)])
+    fake.nvmlDeviceGetPowerUsage.side_effect = nvml_error(pynvml.NVML_ERROR_GPU_IS_LOST)
+    meter = EnergyMeter([NvmlSource.open()])
+    time.sleep(0.1)
+    meter.close()
+    assert len(meter.notes) == 1 and "NVML power reads failed" in meter.notes[0]
 
 
 # ---- which GPUs: CUDA_VISIBLE_DEVICES -------------------------------------------------------------

@@ -46,3 +46,5 @@ class EnergySource(Protocol):
     def close(self) -> None:
         """Release handles and threads; reading after close is not allowed."""
         ...
+
+    # Optional: ``problems() -> list[str]``, what went wrong while the source ran (read at close).

@@ -155,6 +155,12 @@ class NvmlSource:
         with contextlib.suppress(Exception):  # shutting down twice or after a driver fault is harmless
             self._nvml.nvmlShutdown()
 
+    def problems(self) -> list[str]:
+        """What went wrong while the source ran, for the report."""
+        if not self.failed_polls:
+            return []
+        return [f"{self.failed_polls} NVML power reads failed; each gap was bridged with the last good reading"]
+
     def _snapshot_polled(self) -> list[float]:
         with self._lock:
             return list(self._polled_j)
