@@ -1,0 +1,443 @@
+"""Accuracy of wattwise's early energy forecast against a carbontracker-style baseline, on real CPU runs.
+
+Run:  python benchmarks/forecast_accuracy.py [--only NAME,NAME] [--window-s 0.05] [--detail]
+
+Seven short training runs (about 5-20 s each on a 2-core CPU, offline) across the three integrations,
+each with the real ``EnergyCallback`` (``print_summary=False``, ``write_files=False``) and a planned
+step count the framework knows (``max_steps``, or epochs x batches):
+
+- ``hf-steady``       HF Trainer, tiny GPT-2 built from a config, fixed sequence length, no evaluation;
+- ``hf-eval``         same, evaluating every 10 steps (evaluation is about a third of the energy);
+- ``hf-varlen``       same, sequence length drawn per sample (8-256 tokens, log-uniform): batch cost varies;
+- ``pl-warmup``       Lightning MLP whose first 4 steps each burn about 0.4 s of extra CPU (ARTIFICIAL
+                      warm-up, standing in for compilation / autotuning; a sleep would cost no CPU energy);
+- ``pl-epochs``       Lightning, 20 short epochs (one epoch = 5% of the plan), validation every epoch;
+- ``keras-epochs``    Keras (KERAS_BACKEND=torch), 20 epochs with a validation split;
+- ``keras-steady``    Keras, one long epoch, no validation.
+
+Measurement windows: the forecaster needs at least 5 windows (the first is always dropped as
+start-up) and the runs are short, so every run uses ``window_s=0.05`` (changeable with
+``--window-s``), not the default 0.5 s.
+
+Scores, at the 5% and 10% milestones of ``report.forecasts`` (the forecast the session made when
+training first reached that fraction of the plan, at step ``at_step``):
+
+- wattwise error: ``error_pct`` of that milestone (forecast vs the measured ``report.energy_j``);
+- baseline error: carbontracker's rule. For a multi-epoch run where at least one whole epoch has
+  ended by the milestone fraction f: energy of the first k = floor(f x epochs) epochs (validation
+  included) x epochs / k. Otherwise (single-epoch runs): energy up to ``at_step`` x planned / at_step,
+  i.e. the same steps wattwise had seen. The energy at a step or epoch end is recorded by a small
+  probe callback added to every run, with its own ``EnergyMeter`` over the same sources as the
+  session (opened at train begin, read at every training step end and epoch end, and at train
+  end); the baseline error is taken against that probe's own total, so baseline and truth share one
+  meter (the probe's total differs from ``report.energy_j`` by well under 1%; the table prints both).
+- interval held: whether [energy_low_j, energy_high_j] of the milestone contains ``report.energy_j``.
+
+A milestone without a forecast (too few steady windows) counts as missing and prints as "-".
+Everything is offline and on the CPU (``CUDA_VISIBLE_DEVICES=""``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import platform
+import statistics
+import sys
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+os.environ.setdefault("KERAS_BACKEND", "torch")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import torch  # noqa: E402
+
+from wattwise.config import Config  # noqa: E402
+from wattwise.meter import EnergyMeter  # noqa: E402
+from wattwise.sources import open_sources  # noqa: E402
+
+MILESTONES = (0.05, 0.10)
+
+
+# ---- the probe: cumulative energy at step and epoch ends, on a meter of its own ---------------------
+
+
+class Probe:
+    """Framework-neutral recorder; each framework's small callback below drives it."""
+
+    def __init__(self) -> None:
+        self.meter: EnergyMeter | None = None
+        self.start_j = 0.0
+        self.at_step: dict[int, float] = {}  # global step -> joules since train begin
+        self.at_epoch: list[float] = []  # joules since train begin at each epoch end
+        self.total_j = 0.0
+        self.step = 0
+
+    def begin(self) -> None:
+        self.meter = EnergyMeter(open_sources(Config().sources, node_leader=True).sources)
+        self.start_j = self.meter.read().total_j
+
+    def _now(self) -> float:
+        return self.meter.read().total_j - self.start_j
+
+    def step_end(self) -> None:
+        self.step += 1
+        self.at_step[self.step] = self._now()
+
+    def epoch_end(self) -> None:
+        self.at_epoch.append(self._now())
+
+    def end(self) -> None:
+        self.total_j = self._now()
+        self.meter.close()
+
+
+def hf_probe(probe: Probe):
+    from transformers import TrainerCallback
+
+    class HFProbe(TrainerCallback):
+        def on_train_begin(self, args, state, control, **kwargs):
+            probe.begin()
+
+        def on_step_end(self, args, state, control, **kwargs):
+            probe.step_end()
+
+        def on_epoch_end(self, args, state, control, **kwargs):
+            probe.epoch_end()
+
+        def on_train_end(self, args, state, control, **kwargs):
+            probe.end()
+
+    return HFProbe()
+
+
+def pl_probe(probe: Probe):
+    import lightning.pytorch as pl
+
+    class PLProbe(pl.Callback):
+        def on_train_start(self, trainer, pl_module):
+            probe.begin()
+
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            probe.step_end()
+
+        def on_train_epoch_end(self, trainer, pl_module):  # after the epoch's validation in Lightning 2
+            probe.epoch_end()
+
+        def on_train_end(self, trainer, pl_module):
+            probe.end()
+
+    return PLProbe()
+
+
+def keras_probe(probe: Probe):
+    import keras
+
+    class KerasProbe(keras.callbacks.Callback):
+        def on_train_begin(self, logs=None):
+            probe.begin()
+
+        def on_train_batch_end(self, batch, logs=None):
+            probe.step_end()
+
+        def on_epoch_end(self, epoch, logs=None):  # after the epoch's validation
+            probe.epoch_end()
+
+        def on_train_end(self, logs=None):
+            probe.end()
+
+    return KerasProbe()
+
+
+# ---- the runs ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class Result:
+    name: str
+    framework: str
+    shape: str
+    planned: int
+    epochs: int
+    seconds: float
+    report: object
+    probe: Probe
+    milestones: dict[float, dict] = field(default_factory=dict)
+
+
+def energy_options(window_s: float) -> dict:
+    return {"print_summary": False, "write_files": False, "window_s": window_s, "country_iso_code": "FRA"}
+
+
+def _hf(name: str, shape: str, window_s: float, *, max_steps: int, eval_steps: int | None = None,
+        varlen: bool = False) -> tuple:
+    from datasets import Dataset
+    from transformers import GPT2Config, GPT2LMHeadModel, PrinterCallback, Trainer, TrainingArguments
+
+    from wattwise.integrations.transformers import EnergyCallback
+
+    vocab, length = 128, 64
+
+    def tokens(n: int, seed: int) -> Dataset:
+        g = torch.Generator().manual_seed(seed)
+        if not varlen:
+            ids = torch.randint(0, vocab, (n, length), generator=g).tolist()
+        else:  # log-uniform lengths 8..256: the cost of a batch varies several-fold
+            lengths = torch.exp(torch.empty(n).uniform_(math.log(8), math.log(256), generator=g)).long()
+            ids = [torch.randint(0, vocab, (int(k),), generator=g).tolist() for k in lengths]
+        return Dataset.from_dict({"input_ids": ids, "labels": ids})
+
+    def collate(rows):
+        longest = max(len(r["input_ids"]) for r in rows)
+        ids = torch.zeros(len(rows), longest, dtype=torch.long)
+        labels = torch.full((len(rows), longest), -100, dtype=torch.long)
+        mask = torch.zeros(len(rows), longest, dtype=torch.long)
+        for i, r in enumerate(rows):
+            k = len(r["input_ids"])
+            ids[i, :k] = torch.tensor(r["input_ids"])
+            labels[i, :k] = torch.tensor(r["labels"])
+            mask[i, :k] = 1
+        return {"input_ids": ids, "labels": labels, "attention_mask": mask}
+
+    config = GPT2Config(vocab_size=vocab, n_positions=256, n_embd=128, n_layer=2, n_head=4, bos_token_id=0,
+                        eos_token_id=0)
+    torch.manual_seed(0)
+    model = GPT2LMHeadModel(config)
+    args = TrainingArguments(
+        output_dir=os.path.join(os.environ.get("TMPDIR", "/tmp"), f"wattwise-bench-{name}"),
+        max_steps=max_steps, per_device_train_batch_size=8, per_device_eval_batch_size=16,
+        logging_steps=25, eval_strategy="steps" if eval_steps else "no", eval_steps=eval_steps,
+        save_strategy="no", report_to=[], use_cpu=True, disable_tqdm=True, seed=0,
+    )
+    energy, probe = EnergyCallback(**energy_options(window_s)), Probe()
+    trainer = Trainer(model=model, args=args, train_dataset=tokens(4096, 0),
+                      eval_dataset=tokens(96, 1) if eval_steps else None, data_collator=collate,
+                      callbacks=[energy, hf_probe(probe)])
+    trainer.remove_callback(PrinterCallback)  # the log dicts printed on stdout
+    trainer.train()
+    return "transformers", shape, energy.report, probe, 1
+
+
+def _pl(name: str, shape: str, window_s: float, *, epochs: int, batches: int, warmup_steps: int = 0,
+        validate: bool = False) -> tuple:
+    import lightning.pytorch as pl
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from wattwise.integrations.lightning import EnergyCallback
+
+    features, classes, batch = 64, 10, 64
+
+    def data(n: int, seed: int, shuffle: bool) -> DataLoader:
+        g = torch.Generator().manual_seed(seed)
+        x = torch.randn(n, features, generator=g)
+        y = torch.randint(0, classes, (n,), generator=g)
+        return DataLoader(TensorDataset(x, y), batch_size=batch, shuffle=shuffle)
+
+    class MLP(pl.LightningModule):
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = torch.nn.Sequential(
+                torch.nn.Linear(features, 1024), torch.nn.ReLU(), torch.nn.Linear(1024, 1024), torch.nn.ReLU(),
+                torch.nn.Linear(1024, classes),
+            )
+
+        def training_step(self, b, i):
+            if self.global_step < warmup_steps:  # ARTIFICIAL warm-up: burn ~0.4 s of CPU
+                until = time.perf_counter() + 0.4
+                a = torch.randn(256, 256)
+                while time.perf_counter() < until:
+                    a = torch.tanh(a @ a)
+            x, y = b
+            return torch.nn.functional.cross_entropy(self.net(x), y)
+
+        def validation_step(self, b, i):
+            x, y = b
+            self.log("val_loss", torch.nn.functional.cross_entropy(self.net(x), y))
+
+        def configure_optimizers(self):
+            return torch.optim.Adam(self.parameters(), lr=1e-3)
+
+    energy, probe = EnergyCallback(**energy_options(window_s)), Probe()
+    trainer = pl.Trainer(
+        accelerator="cpu", max_epochs=epochs, logger=False, enable_checkpointing=False,
+        enable_model_summary=False, enable_progress_bar=False, callbacks=[energy, pl_probe(probe)],
+        limit_val_batches=None if validate else 0, num_sanity_val_steps=0,
+        default_root_dir=os.path.join(os.environ.get("TMPDIR", "/tmp"), f"wattwise-bench-{name}"),
+    )
+    torch.manual_seed(0)
+    trainer.fit(MLP(), data(batches * batch, 0, True), data(8 * batch, 1, False) if validate else None)
+    return "lightning", shape, energy.report, probe, epochs
+
+
+def _keras(name: str, shape: str, window_s: float, *, epochs: int, batches: int, validation: float = 0.0) -> tuple:
+    import keras
+    import numpy as np
+
+    from wattwise.integrations.keras import EnergyCallback
+
+    features, classes, batch = 64, 10, 64
+    n = int(round(batches * batch / (1.0 - validation)))
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(n, features)).astype("float32")
+    y = rng.integers(0, classes, size=n).astype("int32")
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([
+        keras.Input((features,)), keras.layers.Dense(1024, activation="relu"),
+        keras.layers.Dense(1024, activation="relu"), keras.layers.Dense(classes),
+    ])
+    model.compile(optimizer="adam", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    energy, probe = EnergyCallback(**energy_options(window_s)), Probe()
+    model.fit(x, y, batch_size=batch, epochs=epochs, validation_split=validation, verbose=0,
+              callbacks=[energy, keras_probe(probe)])
+    return "keras", shape, energy.report, probe, epochs
+
+
+RUNS: dict[str, Callable[[str, float], tuple]] = {
+    "hf-steady": lambda n, w: _hf(n, "steady", w, max_steps=200),
+    "hf-eval": lambda n, w: _hf(n, "eval-heavy (every 10 steps)", w, max_steps=200, eval_steps=10),
+    "hf-varlen": lambda n, w: _hf(n, "variable seq length", w, max_steps=200, varlen=True),
+    "pl-warmup": lambda n, w: _pl(n, "warm-up (artificial, 4 x 0.4 s)", w, epochs=1, batches=300, warmup_steps=4),
+    "pl-epochs": lambda n, w: _pl(n, "multi-epoch (20) + val", w, epochs=20, batches=30, validate=True),
+    "keras-epochs": lambda n, w: _keras(n, "multi-epoch (20) + val", w, epochs=20, batches=15, validation=0.2),
+    "keras-steady": lambda n, w: _keras(n, "steady", w, epochs=1, batches=700),
+}
+
+
+# ---- scoring ----------------------------------------------------------------------------------------
+
+
+def baseline_error(result: Result, fraction: float, at_step: int | None) -> float | None:
+    """carbontracker-style extrapolation error (percent) at a milestone, against the probe's total."""
+    probe, total = result.probe, result.probe.total_j
+    if total <= 0:
+        return None
+    k = math.floor(fraction * result.epochs + 1e-9)
+    if result.epochs > 1 and k >= 1 and len(probe.at_epoch) >= k:
+        projected = probe.at_epoch[k - 1] * result.epochs / k
+    elif at_step and at_step in probe.at_step:
+        projected = probe.at_step[at_step] * result.planned / at_step
+    else:
+        return None
+    return 100.0 * (projected - total) / total
+
+
+def score(result: Result) -> dict:
+    row: dict = {}
+    by_fraction = {round(m["fraction"], 4): m for m in (result.report.forecasts or [])}
+    for fraction in MILESTONES:
+        m = by_fraction.get(round(fraction, 4))
+        ww = m["error_pct"] if m and m["energy_j"] is not None else None
+        held = None
+        if m and m["energy_j"] is not None:
+            held = m["energy_low_j"] <= result.report.energy_j <= m["energy_high_j"]
+        row[fraction] = {
+            "ww": ww, "base": baseline_error(result, fraction, m["at_step"] if m else None), "held": held,
+            "at_step": m["at_step"] if m else None,
+        }
+    return row
+
+
+def all_milestones_held(result: Result) -> list[bool]:
+    return [m["energy_low_j"] <= result.report.energy_j <= m["energy_high_j"]
+            for m in (result.report.forecasts or []) if m["energy_j"] is not None]
+
+
+def pct(value: float | None) -> str:
+    return "-" if value is None else f"{value:+.1f}%"
+
+
+def yes_no(value: bool | None) -> str:
+    return "-" if value is None else ("yes" if value else "NO")
+
+
+def table(results: list[Result], scores: list[dict]) -> list[str]:
+    head = ["run", "framework", "shape", "steps", "time s", "energy J", "ww@5%", "base@5%", "ww@10%",
+            "base@10%", "held@5%", "held@10%"]
+    rows = []
+    for r, s in zip(results, scores, strict=True):
+        rows.append([
+            r.name, r.framework, r.shape, str(r.planned), f"{r.seconds:.1f}", f"{r.report.energy_j:.1f}",
+            pct(s[0.05]["ww"]), pct(s[0.05]["base"]), pct(s[0.10]["ww"]), pct(s[0.10]["base"]),
+            yes_no(s[0.05]["held"]), yes_no(s[0.10]["held"]),
+        ])
+    lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return lines
+
+
+def summary(results: list[Result], scores: list[dict]) -> list[str]:
+    lines = []
+    for fraction in MILESTONES:
+        ww = [abs(s[fraction]["ww"]) for s in scores if s[fraction]["ww"] is not None]
+        base = [abs(s[fraction]["base"]) for s in scores if s[fraction]["base"] is not None]
+        missing = sum(s[fraction]["ww"] is None for s in scores)
+        mw = statistics.median(ww) if ww else math.nan
+        mb = statistics.median(base) if base else math.nan
+        ratio = mb / mw if ww and base and mw > 0 else math.nan
+        lines.append(
+            f"at {fraction:.0%}: median |error| wattwise {mw:.1f}% (n={len(ww)}, missing {missing}), "
+            f"baseline {mb:.1f}% (n={len(base)}); baseline / wattwise = {ratio:.2f}x"
+        )
+    held = [s[f]["held"] for s in scores for f in MILESTONES if s[f]["held"] is not None]
+    every = [h for r in results for h in all_milestones_held(r)]
+    lines.append(f"90% interval coverage at 5% and 10%: {sum(held)}/{len(held)} = "
+                 f"{(sum(held) / len(held) if held else math.nan):.0%}")
+    lines.append(f"90% interval coverage, all milestones (1-50%): {sum(every)}/{len(every)} = "
+                 f"{(sum(every) / len(every) if every else math.nan):.0%}")
+    gap = [abs(r.probe.total_j - r.report.energy_j) / r.report.energy_j for r in results if r.report.energy_j]
+    lines.append(f"probe meter vs report.energy_j: largest difference {100 * max(gap, default=0):.2f}%")
+    return lines
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", default="", help="comma-separated run names (default: all): " + ",".join(RUNS))
+    parser.add_argument("--window-s", type=float, default=0.05)
+    parser.add_argument("--detail", action="store_true", help="also print every milestone of every run")
+    cli = parser.parse_args()
+    names = [n for n in cli.only.split(",") if n] or list(RUNS)
+    warnings.filterwarnings("ignore")
+    import logging
+
+    for noisy in ("lightning", "lightning.pytorch", "transformers", "wattwise"):
+        logging.getLogger(noisy).setLevel(logging.ERROR)
+
+    results: list[Result] = []
+    for name in names:
+        began = time.perf_counter()
+        framework, shape, report, probe, epochs = RUNS[name](name, cli.window_s)
+        seconds = time.perf_counter() - began
+        results.append(Result(name, framework, shape, report.planned_steps or 0, epochs, seconds, report, probe))
+        print(f"{name}: {seconds:.1f} s, {report.train_steps}/{report.planned_steps} steps, "
+              f"{report.energy_j:.1f} J (eval {report.by_phase['eval'].energy_j if 'eval' in report.by_phase else 0:.1f} J)",
+              file=sys.stderr, flush=True)
+        if cli.detail:
+            steps = sorted(probe.at_step)
+            last, tenth, half = steps[-1], max(len(steps) // 10, 1), len(steps) // 2
+            print(f"    J/step: first step (with set-up) {probe.at_step[1]:.2f}, steps 2-{tenth} "
+                  f"{(probe.at_step[tenth] - probe.at_step[1]) / max(tenth - 1, 1):.3f}, second half "
+                  f"{(probe.at_step[last] - probe.at_step[half]) / max(last - half, 1):.3f}; after the last step "
+                  f"{probe.total_j - probe.at_step[last]:.2f} J", file=sys.stderr)
+            for m in report.forecasts:
+                est = "-" if m["energy_j"] is None else (
+                    f"{m['energy_j']:.1f} [{m['energy_low_j']:.1f}, {m['energy_high_j']:.1f}]")
+                print(f"    {m['fraction']:.0%} at step {m['at_step']}: {est} err {pct(m['error_pct'])}",
+                      file=sys.stderr)
+
+    scores = [score(r) for r in results]
+    print()
+    print(f"window_s={cli.window_s}, {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
+          f"torch {torch.__version__}")
+    print("\n".join(table(results, scores)))
+    print()
+    print("\n".join(summary(results, scores)))
+
+
+if __name__ == "__main__":
+    main()
