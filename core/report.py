@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-J_PER_KWH = 3.6e6
+from .carbon import J_PER_KWH
 
 
 @dataclass
@@ -220,7 +220,7 @@ def format_energy(energy_j: float) -> str:
     """``12.3 J``, ``4.56 Wh`` or ``7.89 kWh``, whichever reads best."""
     if abs(energy_j) < 3600.0:
         return f"{energy_j:.3g} J"
-    if abs(energy_j) < 3.6e6:
+    if abs(energy_j) < J_PER_KWH:
         return f"{energy_j / 3600.0:.3g} Wh"
     return f"{energy_j / J_PER_KWH:.3g} kWh"
 
