@@ -3,7 +3,7 @@
 Run:  python benchmarks/forecast_accuracy.py [--only NAME,NAME] [--window-s 0.05] [--detail]
 
 Seven short training runs (about 5-20 s each on a 2-core CPU, offline) across the three integrations,
-each with the real ``EnergyCallback`` (``print_summary=False``, ``write_files=False``) and a planned
+each with the real ``EnergyCallback`` (``print_summary=False``, ``write_files=False``, ``registry=False``) and a planned
 step count the framework knows (``max_steps``, or epochs x batches):
 
 - ``hf-steady``       HF Trainer, tiny GPT-2 built from a config, fixed sequence length, no evaluation;
@@ -24,8 +24,8 @@ training first reached that fraction of the plan, at step ``at_step``):
 
 - wattwise error: ``error_pct`` of that milestone (forecast vs the measured ``report.energy_j``);
 - baseline error: carbontracker's rule. For a multi-epoch run where at least one whole epoch has
-  ended by the milestone fraction f: energy of the first k = floor(f x epochs) epochs (validation
-  included) x epochs / k. Otherwise (single-epoch runs): energy up to ``at_step`` x planned / at_step,
+  ended by the milestone's ``at_step`` (its fraction f of the plan, or later when the milestone was
+  filled after it): energy of the first k = floor(f x epochs) epochs (validation included) x epochs / k. Otherwise (single-epoch runs): energy up to ``at_step`` x planned / at_step,
   i.e. the same steps wattwise had seen. The energy at a step or epoch end is recorded by a small
   probe callback added to every run, with its own ``EnergyMeter`` over the same sources as the
   session (opened at train begin, read at every training step end and epoch end, and at train
@@ -33,7 +33,9 @@ training first reached that fraction of the plan, at step ``at_step``):
   meter (the probe's total differs from ``report.energy_j`` by well under 1%; the table prints both).
 - interval held: whether [energy_low_j, energy_high_j] of the milestone contains ``report.energy_j``.
 
-A milestone without a forecast (too few steady windows) counts as missing and prints as "-".
+A milestone without a forecast counts as missing and prints as "-". The session fills a milestone
+reached during warm-up (or with too few windows) with the first forecast made before the next
+milestone; ``--detail`` prints the step each was made at.
 Everything is offline and on the CPU (``CUDA_VISIBLE_DEVICES=""``).
 """
 
@@ -172,7 +174,8 @@ class Result:
 
 
 def energy_options(window_s: float) -> dict:
-    return {"print_summary": False, "write_files": False, "window_s": window_s, "country_iso_code": "FRA"}
+    return {"print_summary": False, "write_files": False, "window_s": window_s, "country_iso_code": "FRA",
+            "registry": False}  # benchmark runs stay out of the user's run registry
 
 
 def _hf(name: str, shape: str, window_s: float, *, max_steps: int, eval_steps: int | None = None,
@@ -317,7 +320,10 @@ def baseline_error(result: Result, fraction: float, at_step: int | None) -> floa
     probe, total = result.probe, result.probe.total_j
     if total <= 0:
         return None
-    k = math.floor(fraction * result.epochs + 1e-9)
+    # the epochs finished by the step the milestone's forecast was made at (a milestone filled after
+    # its fraction, when wattwise had no forecast yet at the crossing, gives the baseline as many steps)
+    seen = at_step / result.planned if at_step and result.planned else fraction
+    k = math.floor(seen * result.epochs + 1e-9)
     if result.epochs > 1 and k >= 1 and len(probe.at_epoch) >= k:
         projected = probe.at_epoch[k - 1] * result.epochs / k
     elif at_step and at_step in probe.at_step:

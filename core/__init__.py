@@ -7,10 +7,13 @@ Example::
     trainer.train()
 
 ``import wattwise`` is cheap: it imports no training framework and no codecarbon/pandas.
+``wattwise.estimate(...)`` is the pre-run estimate (``wattwise.estimate`` the function, not the module
+of the same name: import the module's other names with ``from wattwise.estimate import ...``).
 """
 
 from .config import Config
+from .estimate import Estimate, estimate  # cheap (no framework); binds the function over the submodule
 from .report import RunReport
 
 __version__ = "0.1.0"
-__all__ = ["Config", "RunReport", "__version__"]
+__all__ = ["Config", "Estimate", "RunReport", "__version__", "estimate"]

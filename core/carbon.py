@@ -78,6 +78,32 @@ def known_countries() -> list[str]:
     return sorted(_energy_mix())
 
 
+@dataclass(frozen=True)
+class CloudRegion:
+    """A cloud region of codecarbon's ``impact.csv`` and its grid intensity."""
+
+    provider: str
+    region: str
+    place: str
+    g_per_kwh: float
+
+
+def lowest_intensity_cloud_region(provider: str | None = None) -> CloudRegion | None:
+    """The cloud region with the lowest grid intensity in codecarbon's table (of ``provider`` if given).
+
+    Example::
+
+        >>> lowest_intensity_cloud_region("gcp").region
+        'northamerica-northeast1'
+    """
+    rows = [row for (p, _), row in _cloud_rows().items() if provider is None or p == provider]
+    if not rows:
+        return None
+    row = min(rows, key=lambda r: float(r["impact"]))
+    place = ", ".join(part for part in (row.get("city"), row.get("country_name")) if part)
+    return CloudRegion(row["provider"], row["region"], place, float(row["impact"]))
+
+
 def resolve_intensity(
     *,
     country_iso_code: str | None = None,

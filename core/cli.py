@@ -4,8 +4,12 @@ Example::
 
     wattwise estimate --params 124e6 --tokens 1e9 --epochs 1 --hardware a100-80gb --precision bf16 --country FRA
     python -m wattwise.cli estimate --params 124e6 --tokens 1e9 --hardware t4 --precision fp16 --json
+    wattwise report runs/hf                  # summary and runs/hf/wattwise/report.png, from report.json
+    wattwise compare runs/hf runs/hf-bf16
 
-Sub-commands: ``estimate`` (a run's energy, time and CO2e before it runs; see ``wattwise.estimate``).
+Sub-commands: ``estimate`` (a run's energy, time and CO2e before it runs; see ``wattwise.estimate``),
+``report PATH`` (a saved run's summary and ``report.png`` again, from its ``report.json`` or directory),
+``compare A B`` (two saved runs side by side), ``runs`` (the run registry, newest first).
 Bad arguments print one error line and exit with status 2.
 """
 
@@ -70,6 +74,20 @@ def build_parser() -> argparse.ArgumentParser:
     loc.add_argument("--carbon-intensity", type=float, help="grid intensity in g CO2e/kWh")
     loc.add_argument("--pue", type=float, default=1.0, help="data-centre PUE (default 1.0)")
     est.add_argument("--json", action="store_true", help="print the estimate as JSON")
+    cal = est.add_argument_group("calibration from past runs (wattwise runs)")
+    cal.add_argument("--no-calibrate", action="store_true", help="ignore the run registry")
+    cal.add_argument("--registry", help="registry file (default: WATTWISE_REGISTRY, else the per-user one)")
+    runs = sub.add_parser("runs", help="list the runs recorded in the run registry, newest first")
+    runs.add_argument("--limit", type=_whole, default=20, help="how many (default 20)")
+    runs.add_argument("--registry", help="registry file (default: WATTWISE_REGISTRY, else the per-user one)")
+    runs.add_argument("--json", action="store_true", help="print the runs as JSON")
+    rep = sub.add_parser("report", help="print a saved run's summary and draw its report.png again")
+    rep.add_argument("path", help="a report.json, or a directory holding one (or its wattwise/)")
+    rep.add_argument("--png", help="where to draw the figure (default: report.png beside report.json)")
+    rep.add_argument("--no-png", action="store_true", help="print the summary only")
+    cmp = sub.add_parser("compare", help="two saved runs side by side")
+    cmp.add_argument("a", help="the first run: a report.json or a directory holding one")
+    cmp.add_argument("b", help="the second run")
     return parser
 
 
@@ -84,10 +102,43 @@ def _estimate(args: argparse.Namespace) -> str:
         utilization_range=tuple(args.utilization_range) if args.utilization_range else None,
         pue=args.pue, country_iso_code=args.country, region=args.region, cloud_provider=args.cloud_provider,
         cloud_region=args.cloud_region, carbon_intensity_g_per_kwh=args.carbon_intensity,
+        calibrate=not args.no_calibrate, registry=args.registry,
     )
     if args.json:
         return json.dumps(result.to_dict(), indent=2)
     return result.summary()
+
+
+def _runs(args: argparse.Namespace) -> str:
+    from dataclasses import asdict
+
+    from .registry import Registry, format_runs
+
+    registry = Registry.open(args.registry)
+    if registry is None:
+        return "the run registry is off (WATTWISE_REGISTRY); nothing is recorded"
+    records = registry.runs(limit=args.limit)
+    if args.json:
+        return json.dumps([asdict(r) for r in records], indent=2)
+    return f"{registry.path}\n{format_runs(records)}"
+
+
+def _report(args: argparse.Namespace) -> None:
+    from .render import load_report
+
+    report, json_path = load_report(args.path)
+    report.print_summary()
+    if not args.no_png:
+        png = report.write_png(args.png or json_path.with_name("report.png"))
+        print(f"figure: {png}")
+
+
+def _compare(args: argparse.Namespace) -> None:
+    from .render import compare_table, load_report, plain_table
+
+    (a, a_path), (b, b_path) = load_report(args.a), load_report(args.b)
+    print(f"A: {a_path}\nB: {b_path}")
+    print(plain_table(compare_table(a, b)))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -99,6 +150,16 @@ def main(argv: list[str] | None = None) -> int:
             print(_estimate(args))
         except ValueError as exc:
             parser.exit(2, f"wattwise estimate: error: {exc}\n")
+    elif args.command == "runs":
+        try:
+            print(_runs(args))
+        except ValueError as exc:
+            parser.exit(2, f"wattwise runs: error: {exc}\n")
+    elif args.command in ("report", "compare"):
+        try:
+            (_report if args.command == "report" else _compare)(args)
+        except ValueError as exc:
+            parser.exit(2, f"wattwise {args.command}: error: {exc}\n")
     return 0
 
 

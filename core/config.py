@@ -44,6 +44,8 @@ class Config:
     budget_kwh: float | None = None
     budget_kg_co2e: float | None = None
     on_budget: str = "warn"
+    # the run registry (wattwise.registry): None or True = the per-user file; False = none; a path = that file
+    registry: bool | str | None = None
 
     @classmethod
     def from_kwargs(cls, **kwargs: Any) -> Config:
@@ -64,6 +66,11 @@ class Config:
 
 
 def _parse_env(name: str, raw: str, default: Any) -> Any:
+    if name == "registry":  # WATTWISE_REGISTRY: a path, or an on/off word
+        from .registry import OFF, ON
+
+        lowered = raw.strip().lower()
+        return False if lowered in OFF else True if lowered in ON else raw
     if isinstance(default, bool):
         lowered = raw.strip().lower()
         if lowered in ("1", "true", "yes", "on"):
@@ -135,6 +142,11 @@ def _validated(values: dict[str, Any]) -> dict[str, Any]:
         values["sources"] = sources
     if "on_budget" in values and values["on_budget"] not in ON_BUDGET:
         raise ValueError(f"on_budget must be one of {', '.join(ON_BUDGET)}, got {values['on_budget']!r}")
+    if "registry" in values:
+        if not isinstance(values["registry"], bool | str | os.PathLike) or values["registry"] == "":
+            raise ValueError(f"registry must be True, False or a file path, got {values['registry']!r}")
+        if not isinstance(values["registry"], bool):
+            values["registry"] = os.fspath(values["registry"])
     for name in ("sync_cuda", "print_summary", "write_files"):
         if name in values and not isinstance(values[name], bool):
             raise ValueError(f"{name} must be True or False, got {values[name]!r}")

@@ -30,6 +30,7 @@ from __future__ import annotations
 import math
 import numbers
 import os
+import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -72,6 +73,9 @@ class Hardware:
     peak_tflops: dict[str, float]  # precision -> dense TFLOP/s (no structured sparsity)
     kind: str = "gpu"
     source: str = ""
+    # words that all appear in a device's NVML name (lower case, split on non-alphanumerics) for a
+    # registry run on that device to calibrate this row; e.g. "NVIDIA A100-SXM4-80GB" -> a100, 80gb
+    match: tuple[str, ...] = ()
 
 
 # Vendor datasheet figures: TDP (maximum board power) and *dense* peak Tensor/CUDA core TFLOP/s.
@@ -83,46 +87,56 @@ HARDWARE: dict[str, Hardware] = {
     # SXM max TDP 400 W; FP32 19.5, TF32 156, BF16 312, FP16 312 TFLOPS (dense; 312/624/624 sparse).
     "a100-40gb": Hardware(
         "a100-40gb", 400.0, {"fp32": 19.5, "tf32": 156.0, "bf16": 312.0, "fp16": 312.0},
-        source="NVIDIA A100 datasheet (SXM, 40GB)",
+        source="NVIDIA A100 datasheet (SXM, 40GB)", match=("a100", "40gb"),
     ),
     "a100-80gb": Hardware(
         "a100-80gb", 400.0, {"fp32": 19.5, "tf32": 156.0, "bf16": 312.0, "fp16": 312.0},
-        source="NVIDIA A100 datasheet (SXM, 80GB)",
+        source="NVIDIA A100 datasheet (SXM, 80GB)", match=("a100", "80gb"),
     ),
     # NVIDIA H100 Tensor Core GPU datasheet: SXM max TDP up to 700 W; FP32 67, TF32 989*, BF16 1979*,
     # FP16 1979* TFLOPS, * = with sparsity -> dense 494.5, 989.5, 989.5.
     "h100-sxm": Hardware(
         "h100-sxm", 700.0, {"fp32": 67.0, "tf32": 494.5, "bf16": 989.5, "fp16": 989.5},
-        source="NVIDIA H100 datasheet (SXM)",
+        source="NVIDIA H100 datasheet (SXM)", match=("h100", "hbm3"),
     ),
-    # Same datasheet, H100 PCIe: max TDP 300-350 W (350 taken); FP32 51, TF32 756*, BF16 1513*,
-    # FP16 1513* -> dense 378, 756.5, 756.5.
+    # Same datasheet, H100 PCIe: FP32 51, TF32 756*, BF16 1513*, FP16 1513* -> dense 378, 756.5, 756.5.
+    # Power: 350 W, checked 2026-11 against NVIDIA's H100 PCIe product brief (PB-11133-001_v02, Nov 2022:
+    # "operates unconstrained up to its maximum thermal design power (TDP) level of 350 W"; mirrored at
+    # manuals.plus/m/56b0c3ef7d0a1c470c0af8f05a0bd1f29a778007472ba941201fbbb185c9bccd).
     "h100-pcie": Hardware(
         "h100-pcie", 350.0, {"fp32": 51.0, "tf32": 378.0, "bf16": 756.5, "fp16": 756.5},
-        source="NVIDIA H100 datasheet (PCIe)",
+        source="NVIDIA H100 datasheet (PCIe)", match=("h100", "pcie"),
     ),
     # NVIDIA L4 datasheet: max power 72 W; FP32 30.3, TF32 120*, BF16 242*, FP16 242* -> 60, 121, 121.
     "l4": Hardware(
         "l4", 72.0, {"fp32": 30.3, "tf32": 60.0, "bf16": 121.0, "fp16": 121.0},
-        source="NVIDIA L4 datasheet",
+        source="NVIDIA L4 datasheet", match=("l4",),
     ),
     # NVIDIA T4 datasheet: 70 W; FP32 8.1, mixed precision (FP16/FP32) 65 TFLOPS. Turing: no TF32, no BF16.
-    "t4": Hardware("t4", 70.0, {"fp32": 8.1, "fp16": 65.0}, source="NVIDIA T4 datasheet"),
+    "t4": Hardware("t4", 70.0, {"fp32": 8.1, "fp16": 65.0}, source="NVIDIA T4 datasheet", match=("t4",)),
     # NVIDIA V100 datasheet, SXM2: 300 W; FP32 15.7, Tensor (FP16) 125 TFLOPS. Volta: no TF32, no BF16.
-    "v100": Hardware("v100", 300.0, {"fp32": 15.7, "fp16": 125.0}, source="NVIDIA V100 datasheet (SXM2)"),
+    "v100": Hardware("v100", 300.0, {"fp32": 15.7, "fp16": 125.0}, source="NVIDIA V100 datasheet (SXM2)",
+                     match=("v100",)),
     # NVIDIA Ada Lovelace architecture whitepaper v2.1, Appendix A (GeForce RTX 4090): total graphics
     # power 450 W; FP32 82.6; TF32 tensor 82.6 (165.2 sparse); BF16 and FP16 tensor with FP32 accumulate
-    # 165.2 (330.4 sparse).
+    # 165.2 (330.4 sparse; GeForce runs FP32 accumulate at half the FP16-accumulate rate of 330.3).
+    # Checked 2026-11: waredb.com/processor/nvidia-geforce-rtx-4090 lists the same dense/sparse pairs
+    # (FP16 and BF16 165.15/330.30, TF32 82.58/165.15), and 450 W is NVIDIA's total board power.
     "rtx-4090": Hardware(
         "rtx-4090", 450.0, {"fp32": 82.6, "tf32": 82.6, "bf16": 165.2, "fp16": 165.2},
-        source="NVIDIA Ada Lovelace architecture whitepaper v2.1 (RTX 4090)",
+        source="NVIDIA Ada Lovelace architecture whitepaper v2.1 (RTX 4090)", match=("4090",),
     ),
-    # NVIDIA publishes no A10G datasheet (it is AWS's variant of the A10, GA102). Figures of the NVIDIA A10
-    # datasheet, as Lightning's throughput table also does: 150 W; FP32 31.2, TF32 62.5 (125 sparse),
-    # BF16 125 (250 sparse), FP16 125 (250 sparse). The A10G's power limit may differ: pass power_w=.
+    # NVIDIA publishes no A10G datasheet (it is AWS's variant of the A10, GA102). Power: 300 W, the limit
+    # nvidia-smi reports on every AWS G5 size (AWS's EC2 GPU table, gist.github.com/shashankprasanna/
+    # 10ebe6dc1ba1d8d93db17da4e2cc890e; checked 2026-11), not the A10's 150 W. Throughput: the NVIDIA A10
+    # datasheet's figures (FP32 31.2, TF32 62.5, BF16/FP16 125 dense), as Lightning's table also uses;
+    # Baseten (baseten.co/blog/nvidia-a10-vs-a10g-for-ml-model-inference) reports the A10G's tensor
+    # throughput as LOWER than the A10's, with no vendor figure to cite: treat these peaks as an upper
+    # bound (calibration from your own runs corrects the utilization), or pass peak_tflops=.
     "a10g": Hardware(
-        "a10g", 150.0, {"fp32": 31.2, "tf32": 62.5, "bf16": 125.0, "fp16": 125.0},
-        source="NVIDIA A10 datasheet (A10G has none)",
+        "a10g", 300.0, {"fp32": 31.2, "tf32": 62.5, "bf16": 125.0, "fp16": 125.0},
+        source="A10 datasheet peaks (A10G has none: an upper bound); 300 W as nvidia-smi reports on AWS G5",
+        match=("a10g",),
     ),
     # Generic CPU, per physical core (scaled by cpu_cores=): see CPU_W_PER_CORE and CPU_PEAK_FLOPS_PER_CORE.
     "cpu": Hardware(
@@ -136,6 +150,98 @@ HARDWARE: dict[str, Hardware] = {
 
 def hardware_names() -> list[str]:
     return list(HARDWARE)
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """Utilization and power fitted to past runs on one device (see ``fit_efficiency``)."""
+
+    runs: int
+    kind: str  # "gpu" or "cpu"
+    utilization: float
+    utilization_range: tuple[float, float] | None  # None with fewer than MIN_RUNS_FOR_RANGE runs
+    power_w: float  # mean measured power per device (per GPU, or per logical CPU)
+    run_utilizations: tuple[float, ...]
+
+
+MIN_RUNS_FOR_RANGE = 3
+RANGE_CONFIDENCE = 0.9
+
+
+def fit_efficiency(runs: list[Any], per_device_peak_flops: float) -> Calibration:
+    """Fit utilization and power to past training runs (``RunRecord``s with params and work).
+
+    Example::
+
+        >>> fit = fit_efficiency(registry.runs(complete_only=True), per_device_peak_flops=312e12)
+
+    For run i: FLOPs_i = 6 x params_i x work_i (work = tokens, else samples: a sample counts as one
+    token), and its capacity C_i = devices_i x peak x train_duration_s_i. Then::
+
+        utilization = sum(FLOPs_i) / sum(C_i)                       (runs weighted by their capacity)
+        power_w     = sum(device_energy_j_i) / sum(devices_i x duration_s_i)
+
+    With three runs or more, the utilization range is a 90% prediction interval for one more run,
+    in log space: exp(mean(log u_i) +- t(n-1) x sd(log u_i) x sqrt(1 + 1/n)), widened to hold the fit.
+    """
+    usable = [r for r in runs if r.params and (r.tokens or r.samples) and (r.train_duration_s or 0) > 0]
+    if not usable:
+        raise ValueError("runs: none has params, tokens or samples and a training duration")
+    flops = [TRAIN_FLOPS_PER_PARAM_TOKEN * r.params * (r.tokens or r.samples) for r in usable]
+    capacity = [r.devices * per_device_peak_flops * r.train_duration_s for r in usable]
+    utilization = sum(flops) / sum(capacity)
+    power_w = sum(r.device_energy_j for r in usable) / sum(r.devices * r.duration_s for r in usable)
+    each = tuple(f / c for f, c in zip(flops, capacity, strict=True))
+    u_range = None
+    n = len(each)
+    if n >= MIN_RUNS_FOR_RANGE:
+        import statistics
+
+        from .forecast import _t_quantile
+
+        logs = [math.log(u) for u in each]
+        spread = _t_quantile(RANGE_CONFIDENCE, n - 1) * statistics.stdev(logs) * math.sqrt(1 + 1 / n)
+        centre = statistics.fmean(logs)
+        u_range = (min(utilization, math.exp(centre - spread)), max(utilization, math.exp(centre + spread)))
+    kind = usable[0].hardware_kind
+    return Calibration(n, kind, utilization, u_range, power_w, each)
+
+
+def calibrate_from_registry(
+    hw: Hardware, per_device_peak_flops: float, registry: bool | str | os.PathLike | None = None
+) -> tuple[Calibration | None, str]:
+    """The fit to the registry's complete runs on ``hw`` (or None), and a line saying what was done."""
+    from .registry import Registry
+
+    reg = Registry.open(registry)
+    if reg is None:
+        return None, "no: the run registry is off"
+    try:
+        runs = reg.runs(complete_only=True, hardware_kind=hw.kind)
+    except Exception as exc:  # a locked or damaged file: estimate without it, and say so
+        return None, f"no: the run registry could not be read ({type(exc).__name__}: {exc})"
+    if hw.kind == "cpu":
+        from .sources.model import cpu_model_name
+
+        here = cpu_model_name()
+        matching = [r for r in runs if r.cpu_model == here]
+        where = f"this machine's CPU ({here})"
+    else:
+        matching = [r for r in runs if _device_matches(hw, r.hardware)]
+        where = hw.name
+    usable = [r for r in matching if r.params and (r.tokens or r.samples) and (r.train_duration_s or 0) > 0]
+    if not usable:
+        found = f"{len(matching)} complete run(s) on {where}, none with params and tokens/samples" if matching else (
+            f"no complete run on {where}")
+        return None, f"no: {found} in {reg.path}"
+    fit = fit_efficiency(usable, per_device_peak_flops)
+    return fit, (f"yes, from {fit.runs} past run{'s' * (fit.runs > 1)} on {where} in {reg.path}: "
+                 f"utilization {fit.utilization:.3g}, {fit.power_w:.4g} W per {'GPU' if fit.kind == 'gpu' else 'CPU thread'}")
+
+
+def _device_matches(hw: Hardware, device_name: str) -> bool:
+    words = set(re.split(r"[^a-z0-9]+", device_name.lower()))
+    return bool(hw.match) and all(word in words for word in hw.match)
 
 
 @dataclass
@@ -166,6 +272,8 @@ class Estimate:
     location: str
     formula: str
     assumptions: list[str] = field(default_factory=list)
+    calibration_runs: int = 0  # past runs on this hardware that utilization and power were fitted to
+    calibration: str = "none"  # how (or why not) the estimate was calibrated from the run registry
 
     @property
     def energy_kwh(self) -> float:
@@ -189,6 +297,7 @@ class Estimate:
             f"(range {format_mass(self.emissions_low_kg)} - {format_mass(self.emissions_high_kg)}); "
             f"{self.location}, {self.carbon_intensity_g_per_kwh:.4g} g/kWh, PUE {self.pue:g}",
             f"  formula : {self.formula}",
+            f"  calibrated: {self.calibration}",
             "  assumptions:",
         ]
         lines += [f"    - {a}" for a in self.assumptions]
@@ -269,6 +378,8 @@ def estimate(
     cloud_provider: str | None = None,
     cloud_region: str | None = None,
     carbon_intensity_g_per_kwh: float | None = None,
+    calibrate: bool = True,
+    registry: bool | str | os.PathLike | None = None,
 ) -> Estimate:
     """Estimate a run's energy, duration and CO2e from its size and hardware, before it runs.
 
@@ -278,6 +389,11 @@ def estimate(
     name from :data:`HARDWARE`, or as ``power_w`` + ``peak_tflops`` (dense TFLOP/s at ``precision``);
     ``power_w`` or ``peak_tflops`` next to a name overrides the table. Bad arguments raise
     ``ValueError`` naming the argument.
+
+    With ``calibrate`` (the default), a training estimate from ``params`` and ``tokens`` on a table
+    device, with no ``utilization=`` given, takes its utilization (and, unless ``power_w=`` is given,
+    its power) from the complete runs on the same device in the run registry (``registry``: a path,
+    False, or None for ``WATTWISE_REGISTRY`` / the per-user file); ``calibration_runs`` says how many.
     """
     assumptions: list[str] = []
 
@@ -328,6 +444,7 @@ def estimate(
         raise ValueError("tokens (with params or model) or samples (with flops_per_sample) is needed")
 
     # --- the hardware ----------------------------------------------------------------------------
+    power_given = power_w is not None
     if power_w is not None:
         power_w = _positive("power_w", power_w)
     if peak_tflops is not None:
@@ -383,18 +500,47 @@ def estimate(
         assumptions.append(f"hardware given as {power_w:g} W and {peak_tflops:g} TFLOP/s dense {precision}")
         default_util = DEFAULT_GPU_UTILIZATION
 
+    # --- calibration from the run registry ------------------------------------------------------
+    fit, calibration = None, "no (calibrate=False)"
+    if calibrate:
+        if hardware is None:
+            calibration = "no: hardware not in the table"
+        elif mode != "train" or tokens is None:
+            calibration = "no: calibration covers training estimates from params and tokens"
+        elif utilization is not None:
+            calibration = "no: utilization given"
+        else:
+            per_device_peak = peak / scale  # per GPU, or per logical CPU for the cpu row
+            fit, calibration = calibrate_from_registry(lookup_hardware(hardware), per_device_peak, registry)
+    if fit is not None:
+        utilization = fit.utilization
+        if not power_given:  # the measured mean power replaces the TDP
+            assumptions.remove("power = TDP all the time: the board's maximum, so energy leans high")
+            power_w = fit.power_w * scale
+            assumptions.append(f"power {power_w:.4g} W: the mean {fit.kind} power measured in those runs")
+        assumptions.append(
+            "past runs' precision is not recorded: calibration assumes they ran at the precision asked for"
+        )
+
     # --- utilization and its range ----------------------------------------------------------------
     if utilization is None:
         utilization = default_util
         util_origin = f"default for {'CPUs' if default_util == DEFAULT_CPU_UTILIZATION else 'GPUs'}"
+    elif fit is not None:
+        util_origin = f"fitted to {fit.runs} past run{'s' * (fit.runs > 1)} on this hardware"
     else:
         util_origin = "given"
     utilization = _positive("utilization", utilization)
-    if utilization > 1:
+    if utilization > 1 and fit is None:
         raise ValueError(f"utilization must be in (0, 1], got {utilization!r}")
-    if utilization_range is None:
+    if utilization_range is None and fit is not None and fit.utilization_range is not None:
+        u_low, u_high = fit.utilization_range
+        range_origin = f"90% prediction range of the {fit.runs} runs' utilizations"
+    elif utilization_range is None:
         u_low = utilization * UTILIZATION_LOW_FACTOR
-        u_high = min(1.0, utilization * UTILIZATION_HIGH_FACTOR)
+        u_high = utilization * UTILIZATION_HIGH_FACTOR
+        if fit is None:  # a fitted utilization is an effective one (it absorbs the FLOPs model's error)
+            u_high = min(1.0, u_high)
         range_origin = f"default: utilization x {UTILIZATION_LOW_FACTOR:g} to x {UTILIZATION_HIGH_FACTOR:g}"
     else:
         try:
@@ -450,5 +596,6 @@ def estimate(
         flops=flops, hardware=name, precision=precision, mode=mode, params=params,
         utilization=utilization, utilization_range=(u_low, u_high), power_w=power_w, peak_flops=peak,
         devices=devices, carbon_intensity_g_per_kwh=grid.g_per_kwh, pue=pue, location=grid.location,
-        formula=formula, assumptions=assumptions,
+        formula=formula, assumptions=assumptions, calibration_runs=fit.runs if fit is not None else 0,
+        calibration=calibration,
     )

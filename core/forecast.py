@@ -12,26 +12,41 @@ Example::
 
 What makes naive extrapolation ("first epoch x epochs") wrong, and what is done about it:
 
-- warm-up (compilation, autotuning, cold caches): the first windows are dropped while their energy
-  per step stands out above the steady level, up to a third of the steps seen;
+- warm-up (compilation, autotuning, cold caches): the first window is always dropped, and so are the
+  leading windows whose energy per step stands out above the level of the later half of the steps
+  seen (a step-weighted median, so it can be judged from a handful of windows); no forecast is
+  given until four steady windows follow the warm-up;
 - evaluation: passes are projected separately, at the observed cadence (or ``eval_every_steps``);
-- noise and drift: the steady windows are cut into contiguous blocks; the spread of the block
-  rates sets the interval, so it widens when steps vary (sequence lengths, data loading) or drift.
+- drift: the remainder is projected at the rate of the *recent* half of the steady steps, and the
+  difference between the recent and the earlier half widens the interval;
+- noise: the steady windows are cut into contiguous blocks; the spread of the block rates (with a
+  Student t factor, since it is estimated from a few blocks) sets the interval, which never
+  narrows below ``MIN_REL_HALF_WIDTH`` of the projected remainder;
+- the end of the run (teardown after the last step): projected as one more transition out of
+  training, at the mean cost of the step-less gaps seen so far (the largest one sets its range).
 
-Everything already measured is exact; only the remainder is projected.
+Everything already measured is exact; only the remainder is projected. ``Milestones`` keeps the
+forecast made when training first reached 1, 2, 5, 10, 25 and 50% of the plan.
 """
 
 from __future__ import annotations
 
 import math
 import statistics
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 MAX_WINDOWS = 1024  # bounded memory: older windows are merged in pairs past this
-WARMUP_FACTOR = 1.25
-MAX_WARMUP_SHARE = 1.0 / 3.0
+WARMUP_FACTOR = 1.25  # a leading window above 1.25 x the steady level per step is warm-up
+MAX_WARMUP_SHARE = 0.5  # never more than the earlier half of the steps seen (the later half is the reference)
 MIN_STEADY_WINDOWS = 4
 BLOCKS = 8
+# The interval never claims to know the remainder better than +-5% (at the chosen confidence): what
+# no early window can show (clock and thermal changes, other work on a shared machine, data that
+# gets harder later) moves the steady rate by a few percent on a real machine.
+MIN_REL_HALF_WIDTH = 0.05
+MILESTONE_FRACTIONS = (0.01, 0.02, 0.05, 0.10, 0.25, 0.50)
 
 
 @dataclass(frozen=True)
@@ -49,6 +64,7 @@ class Forecast:
     warmup_steps: int
     eval_passes_expected: int
     confidence: float = 0.9
+    tail_j: float = 0.0  # projected energy after the last step (teardown), inside energy_j
 
 
 @dataclass
@@ -56,6 +72,20 @@ class _Window:
     steps: int
     energy_j: float
     duration_s: float
+
+
+@dataclass
+class _Part:
+    """One projected quantity (energy or time): its rate, spread, drift and tail."""
+
+    so_far: float
+    rate: float  # per step, recent half of the steady steps
+    block_sd: float  # spread of per-step rates between blocks
+    drift: float  # recent-half rate minus earlier-half rate
+    per_pass: float
+    per_pass_sd: float
+    tail: float
+    tail_sd: float
 
 
 class Forecaster:
@@ -75,12 +105,22 @@ class Forecaster:
         self._energy_j = 0.0
         self._duration_s = 0.0
         self._eval_passes: list[tuple[int, float, float]] = []  # (train step, joules, seconds)
+        # step-less gaps after the first step (logs, epoch ends, saves): count, sums and largest
+        self._gaps = 0
+        self._gap_j = self._gap_s = 0.0
+        self._gap_max_j = self._gap_max_s = 0.0
 
     def add_window(self, steps: int, energy_j: float, duration_s: float) -> None:
         """A closed training window: its steps, joules and seconds (windows without steps too)."""
         self._steps += steps
         self._energy_j += energy_j
         self._duration_s += duration_s
+        if steps == 0 and self._steps > 0:  # a transition out of stepping: the end of the run is one
+            self._gaps += 1
+            self._gap_j += energy_j
+            self._gap_s += duration_s
+            self._gap_max_j = max(self._gap_max_j, energy_j)
+            self._gap_max_s = max(self._gap_max_s, duration_s)
         if self._windows and (steps == 0 or self._windows[-1].steps == 0):
             last = self._windows[-1]  # a step-less window belongs to its neighbour's steps
             last.steps += steps
@@ -102,7 +142,7 @@ class Forecaster:
         self._eval_passes.append((self._steps, energy_j, duration_s))
 
     def forecast(self, energy_so_far_j: float | None = None, duration_so_far_s: float | None = None) -> Forecast | None:
-        """The projection, or None without a plan or while there are too few steady windows.
+        """The projection, or None without a plan, during warm-up, or with too few steady windows.
 
         ``energy_so_far_j`` and ``duration_so_far_s`` are the run's measured totals when the caller
         knows them better (a session counts set-up and time between phases too); by default, the
@@ -116,8 +156,6 @@ class Forecaster:
             return None
         warmup_steps = sum(w.steps for w in self._windows[:warmup])
         remaining = max(self.planned_steps - self._steps, 0)
-        energy_rate, energy_sd = _rate_and_sd(steady, "energy_j")
-        time_rate, time_sd = _rate_and_sd(steady, "duration_s")
         passes = self._future_eval_passes(remaining)
         eval_j, eval_j_sd, eval_s, eval_s_sd = self._eval_costs()
         energy_so_far = energy_so_far_j
@@ -126,25 +164,45 @@ class Forecaster:
         duration_so_far = duration_so_far_s
         if duration_so_far is None:
             duration_so_far = self._duration_s + sum(s for _, _, s in self._eval_passes)
-        energy = self._projection(energy_so_far, remaining, energy_rate, energy_sd, passes, eval_j, eval_j_sd, steady)
-        duration = self._projection(duration_so_far, remaining, time_rate, time_sd, passes, eval_s, eval_s_sd, steady)
+        tail = remaining > 0 and self._gaps > 0
+        energy = _Part(energy_so_far, *_rates(steady, "energy_j"), eval_j, eval_j_sd,
+                       self._gap_j / self._gaps if tail else 0.0, self._gap_max_j if tail else 0.0)
+        duration = _Part(duration_so_far, *_rates(steady, "duration_s"), eval_s, eval_s_sd,
+                         self._gap_s / self._gaps if tail else 0.0, self._gap_max_s if tail else 0.0)
+        blocks = min(BLOCKS, len(steady))
+        steps_per_block = max(sum(w.steps for w in steady) / blocks, 1.0)
+        t = _t_quantile(self.confidence, blocks - 1)
+        e = self._projection(energy, remaining, passes, blocks, steps_per_block, t)
+        d = self._projection(duration, remaining, passes, blocks, steps_per_block, t)
         return Forecast(
             at_step=self._steps, planned_steps=self.planned_steps,
-            energy_j=energy[0], energy_low_j=energy[1], energy_high_j=energy[2],
-            duration_s=duration[0], duration_low_s=duration[1], duration_high_s=duration[2],
+            energy_j=e[0], energy_low_j=e[1], energy_high_j=e[2],
+            duration_s=d[0], duration_low_s=d[1], duration_high_s=d[2],
             warmup_steps=warmup_steps, eval_passes_expected=passes, confidence=self.confidence,
+            tail_j=energy.tail,
         )
 
     # ---- internals -------------------------------------------------------------------------------
 
     def _warmup_windows(self) -> int:
-        """Leading windows whose joules per step stand out above the steady level (the median of the
-        later half), never more than a third of the steps seen."""
+        """Leading windows whose joules per step stand out above the steady level, never more than
+        the earlier half of the steps seen; always at least the first (start-up) window.
+
+        The steady level is the step-weighted median of the joules per step over the windows of the
+        later half of the steps seen: warm-up windows are few-step windows (slow steps), so weighting
+        by steps lets a handful of windows be judged.
+        """
+        if not self._windows:
+            return 0
         windows = [w for w in self._windows if w.steps]
-        if len(windows) < 2 * MIN_STEADY_WINDOWS:
-            return 1 if self._windows else 0  # too few to judge: drop the start-up window only
-        later = windows[len(windows) // 2 :]
-        steady_rate = statistics.median(w.energy_j / w.steps for w in later)
+        if len(windows) < 2:
+            return 1
+        half, seen, later = self._steps / 2.0, 0, []
+        for window in windows:
+            seen += window.steps
+            if seen > half:
+                later.append(window)
+        steady_rate = _weighted_median([(w.energy_j / w.steps, w.steps) for w in later])
         budget = MAX_WARMUP_SHARE * self._steps
         dropped, dropped_steps = 0, 0
         for window in self._windows:
@@ -177,22 +235,35 @@ class Forecaster:
         sd_s = statistics.stdev(seconds) if len(seconds) > 1 else 0.25 * seconds[0]
         return statistics.fmean(joules), sd_j, statistics.fmean(seconds), sd_s
 
-    def _projection(self, so_far, remaining, rate, rate_sd, passes, per_pass, per_pass_sd, steady):
-        central = so_far + rate * remaining + per_pass * passes
-        # uncertainty of the steady rate itself (block spread / sqrt(blocks)) scales with all the
-        # remaining steps; block-to-block variation averages out over the remaining blocks
-        blocks = min(BLOCKS, len(steady))
-        steps_per_block = max(sum(w.steps for w in steady) / blocks, 1.0)
-        variance = (remaining * rate_sd) ** 2 / blocks + remaining * steps_per_block * rate_sd**2
-        variance += passes * per_pass_sd**2 + (passes * per_pass_sd) ** 2 / max(len(self._eval_passes), 1)
-        half_width = self.z * math.sqrt(variance)
-        return central, max(so_far, central - half_width), central + half_width
+    def _projection(self, part: _Part, remaining: int, passes: int, blocks: int, steps_per_block: float,
+                    t: float) -> tuple[float, float, float]:
+        """Central value and interval of ``so_far + remaining steps + eval passes + tail``."""
+        train = part.rate * remaining
+        central = part.so_far + train + part.per_pass * passes + part.tail
+        # the recent-half rate is estimated from about half the blocks: its own uncertainty scales
+        # with all the remaining steps; the block-to-block variation averages out over the remainder;
+        # the drift seen between the halves may go on (or turn) for the rest of the run
+        variance = (remaining * part.block_sd) ** 2 / max(blocks / 2.0, 1.0)
+        variance += remaining * steps_per_block * part.block_sd**2
+        variance += (remaining * part.drift) ** 2
+        variance += passes * part.per_pass_sd**2 + (passes * part.per_pass_sd) ** 2 / max(len(self._eval_passes), 1)
+        variance += part.tail_sd**2
+        half_width = max(t * math.sqrt(variance), MIN_REL_HALF_WIDTH * (central - part.so_far))
+        return central, max(part.so_far, central - half_width), central + half_width
 
 
-def _rate_and_sd(windows: list[_Window], field: str) -> tuple[float, float]:
-    """Mean per step, and the spread of per-step rates between contiguous blocks of windows."""
+def _rates(windows: list[_Window], field: str) -> tuple[float, float, float]:
+    """Per-step rate of the recent half of the steps, the spread of per-step rates between
+    contiguous blocks of windows, and the recent-half rate minus the earlier-half rate."""
     total_steps = sum(w.steps for w in windows)
-    rate = sum(getattr(w, field) for w in windows) / total_steps
+    seen, early, late = 0, [0.0, 0], [0.0, 0]
+    for w in windows:  # a window goes to the half that holds its middle step
+        half = late if seen + w.steps / 2.0 >= total_steps / 2.0 else early
+        half[0] += getattr(w, field)
+        half[1] += w.steps
+        seen += w.steps
+    rate = late[0] / late[1] if late[1] else sum(getattr(w, field) for w in windows) / total_steps
+    drift = rate - early[0] / early[1] if early[1] and late[1] else 0.0
     blocks = min(BLOCKS, len(windows))
     size = len(windows) / blocks
     block_rates = []
@@ -202,10 +273,88 @@ def _rate_and_sd(windows: list[_Window], field: str) -> tuple[float, float]:
         if steps:
             block_rates.append(sum(getattr(w, field) for w in chunk) / steps)
     sd = statistics.stdev(block_rates) if len(block_rates) > 1 else 0.0
-    return rate, sd
+    return rate, sd, drift
+
+
+def _weighted_median(values: list[tuple[float, float]]) -> float:
+    """The value below and above which half of the total weight lies."""
+    ordered = sorted(values)
+    total = sum(weight for _, weight in ordered)
+    seen = 0.0
+    for value, weight in ordered:
+        seen += weight
+        if seen >= total / 2.0:
+            return value
+    return ordered[-1][0]
 
 
 def _z_for(confidence: float) -> float:
     if not 0.0 < confidence < 1.0:
         raise ValueError(f"confidence must be between 0 and 1, got {confidence!r}")
     return statistics.NormalDist().inv_cdf(0.5 + confidence / 2.0)
+
+
+def _t_quantile(confidence: float, dof: int) -> float:
+    """Two-sided Student t factor for ``confidence`` with ``dof`` degrees of freedom.
+
+    Exact for 1 and 2 degrees of freedom; from 3 up, the Cornish-Fisher expansion of t in z
+    (Abramowitz and Stegun 26.7.5), within 0.3% of the exact value (2.353 at 90% and 3 dof; 1.645
+    as dof grows).
+    """
+    z = _z_for(confidence)
+    p = 0.5 + confidence / 2.0
+    if dof <= 0:
+        return z
+    if dof == 1:
+        return math.tan(math.pi * (p - 0.5))
+    if dof == 2:
+        return (2 * p - 1) / math.sqrt(2 * p * (1 - p))
+    v = float(dof)
+    return (z + (z**3 + z) / (4 * v) + (5 * z**5 + 16 * z**3 + 3 * z) / (96 * v**2)
+            + (3 * z**7 + 19 * z**5 + 17 * z**3 - 15 * z) / (384 * v**3))
+
+
+class Milestones:
+    """The forecast made when training first reached each fraction of the plan.
+
+    Example::
+
+        >>> m = Milestones()
+        >>> m.update(step=12, planned_steps=1000, forecast=lambda: None)      # 1%: no forecast yet
+        >>> m.update(step=15, planned_steps=1000, forecast=lambda: f.forecast())  # filled at step 15
+        >>> m.records[0]["at_step"]
+        15
+
+    When the forecaster has nothing to say at the crossing (warm-up, too few windows), the milestone
+    is filled by the first forecast made after it, as long as training has not reached the next
+    milestone; ``at_step`` says when it was made. Past that, it stays empty.
+    """
+
+    def __init__(self, fractions: tuple[float, ...] = MILESTONE_FRACTIONS) -> None:
+        self.fractions = fractions
+        self.records: list[dict[str, Any]] = []
+
+    def update(self, step: int, planned_steps: int | None, forecast: Callable[[], Forecast | None]) -> None:
+        """After a training window ending at ``step``: record (or fill) the milestones it reached."""
+        if not planned_steps:
+            return
+        pending = self.records[-1] if self.records and self.records[-1]["energy_j"] is None else None
+        crossed = len(self.records) < len(self.fractions) and step >= self.fractions[len(self.records)] * planned_steps
+        if pending is None and not crossed:
+            return
+        made = forecast()
+        if pending is not None and made is not None and not crossed:  # past the next one it stays empty
+            pending.update(_record(pending["fraction"], step, made))
+        while len(self.records) < len(self.fractions) and step >= self.fractions[len(self.records)] * planned_steps:
+            self.records.append(_record(self.fractions[len(self.records)], step, made))
+
+
+def _record(fraction: float, step: int, forecast: Forecast | None) -> dict[str, Any]:
+    return {
+        "fraction": fraction,
+        "at_step": step,
+        "energy_j": forecast.energy_j if forecast else None,
+        "energy_low_j": forecast.energy_low_j if forecast else None,
+        "energy_high_j": forecast.energy_high_j if forecast else None,
+        "duration_s": forecast.duration_s if forecast else None,
+    }

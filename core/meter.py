@@ -67,6 +67,19 @@ class EnergyMeter:
             self._last[self._slices[i]] = values
         return Reading(timestamp_s, tuple(self._last))
 
+    def usage(self) -> list:
+        """What the sources that can say it report about their devices' use now (``usage()``: NVML's
+        utilisation and memory); a source that fails here is skipped, its energy still read."""
+        samples: list = []
+        for alive, source in zip(self._alive, self._sources, strict=True):
+            usage = getattr(source, "usage", None)
+            if alive and usage is not None:
+                try:
+                    samples.extend(usage())
+                except Exception:  # telemetry is evidence for advice, never a reason to stop
+                    continue
+        return samples
+
     def close(self) -> None:
         """Close every source, and collect what each has to say about its run (``problems()``)."""
         for source in self._sources:

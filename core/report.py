@@ -24,6 +24,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .advisor import Recommendation
 from .carbon import J_PER_KWH
 
 
@@ -86,6 +87,8 @@ class RunReport:
     hardware: dict[str, Any] = field(default_factory=dict)
     forecasts: list[dict[str, Any]] = field(default_factory=list)
     budget: dict[str, Any] = field(default_factory=dict)
+    ranks: list[dict[str, Any]] = field(default_factory=list)  # torch.distributed: each rank's node and components
+    recommendations: list[Recommendation] = field(default_factory=list)  # ranked, largest saving first
 
     @property
     def energy_kwh(self) -> float:
@@ -109,6 +112,7 @@ class RunReport:
         data.pop("measured_energy_j", None)
         data["by_component"] = {k: ComponentEnergy(**v) for k, v in data["by_component"].items()}
         data["by_phase"] = {k: PhaseEnergy(**v) for k, v in data["by_phase"].items()}
+        data["recommendations"] = [Recommendation.from_dict(r) for r in data.get("recommendations", [])]
         return cls(**data)
 
     # ---- writers -------------------------------------------------------------------------------
@@ -177,43 +181,23 @@ class RunReport:
         return path
 
     def summary(self) -> str:
-        """A plain-text table of the run for the console."""
-        lines = [
-            f"wattwise: {format_energy(self.energy_j)} and {format_mass(self.emissions_kg)} CO2e "
-            f"over {self.duration_s:.1f} s and {self.train_steps} training steps"
-            + (" [PARTIAL: the run did not finish]" if self.partial else "")
-            + (f" [STOPPED by the budget at step {self.budget['stopped_at_step']}]"
-               if self.budget.get("stopped_at_step") is not None else ""),
-            f"  carbon: {self.carbon.get('g_per_kwh', 0):.0f} g CO2e/kWh ({self.carbon.get('location')}), "
-            f"PUE {self.carbon.get('pue', 1.0):g}",
-            "  by component:",
-        ]
-        total = self.energy_j or 1.0
-        for c in self.by_component.values():
-            flag = "measured " if c.measured else "estimated"
-            lines.append(
-                f"    {c.name:<8} {format_energy(c.energy_j):>10} {100 * c.energy_j / total:5.1f}%  {flag}  {c.source}: {c.detail}"
-            )
-        lines.append("  by phase:")
-        for p in self.by_phase.values():
-            per = f", {format_energy(p.j_per_step)}/step" if p.j_per_step is not None else ""
-            passes = f", {p.passes} passes" if p.passes else ""
-            lines.append(
-                f"    {p.name:<8} {format_energy(p.energy_j):>10} {100 * p.energy_j / total:5.1f}%  "
-                f"{p.duration_s:8.1f} s  {p.steps} steps{per}{passes}"
-            )
-        made = [f for f in self.forecasts if f.get("energy_j") is not None]
-        if made:
-            lines.append("  forecasts made during the run (energy of the whole run):")
-            for f in made:
-                error = f" (error {f['error_pct']:+.1f}%)" if f.get("error_pct") is not None else ""
-                lines.append(
-                    f"    at {100 * f['fraction']:4g}% (step {f['at_step']}): {format_energy(f['energy_j'])} "
-                    f"[{format_energy(f['energy_low_j'])}, {format_energy(f['energy_high_j'])}]{error}"
-                )
-        for note in self.notes:
-            lines.append(f"  note: {note}")
-        return "\n".join(lines)
+        """The end-of-training summary as plain text: energy by component and phase (measured or
+        estimated), carbon, duration, forecast accuracy, and the recommendations ranked by saving."""
+        from .render import plain_summary
+
+        return plain_summary(self)
+
+    def print_summary(self, file: Any = None) -> None:
+        """Print the summary: a rich table on a terminal, plain text otherwise (logs, pipes, CI)."""
+        from .render import print_summary
+
+        print_summary(self, file=file)
+
+    def write_png(self, path: str | os.PathLike) -> Path:
+        """Draw ``report.png``: power by component over time, and cumulative energy with the forecasts."""
+        from .plot import write_png
+
+        return write_png(self, path)
 
 
 def format_energy(energy_j: float) -> str:

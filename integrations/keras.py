@@ -69,6 +69,8 @@ from wattwise.session import EVAL_J, PASS_KEYS, Session
 
 __all__ = ["EnergyCallback"]
 
+PRECISIONS = (("bfloat16", "bf16"), ("float16", "fp16"), ("float32", "fp32"))  # Keras dtype policy -> ours
+
 
 class EnergyCallback(keras.callbacks.Callback):
     """Measure energy per step and log it through Keras's logs. See the module docstring."""
@@ -104,7 +106,13 @@ class EnergyCallback(keras.callbacks.Callback):
         steps = (self.params or {}).get("steps")
         self._steps_per_epoch = steps if isinstance(steps, int) and steps > 0 else None
         self._session.plan(_planned_steps(self.params))
+        self._session.set_work(model=self.model)  # for the run registry's calibration
         self._train_batches = _epoch_iterator()
+        policy = keras.config.dtype_policy().name  # "float32", "mixed_bfloat16", "mixed_float16", ...
+        self._session.evidence.describe(
+            framework="keras", precision=next((p for k, p in PRECISIONS if k in policy), None),
+            batch_size=getattr(getattr(self._train_batches, "data_adapter", None), "batch_size", None),
+        )
 
     @guarded
     def on_epoch_begin(self, epoch, logs=None):
@@ -143,6 +151,9 @@ class EnergyCallback(keras.callbacks.Callback):
             metrics[EVAL_J] = self._eval_j
         if logs is not None:
             logs.update(metrics)
+            if (val_loss := logs.get("val_loss")) is not None:
+                step = (epoch + 1) * (self._steps_per_epoch or 1)
+                self._session.evidence.record_metric("val_loss", float(val_loss), step=step)
 
     @guarded
     def on_train_end(self, logs=None):

@@ -130,6 +130,13 @@ class EnergyCallback(*_BASES):
         self._start(trainer, "train")
         # after a sanity-check validation the session started before the plan was known
         self._session.plan(_planned_steps(trainer, self._session))
+        self._session.set_work(model=pl_module)  # for the run registry's calibration
+        loader = _train_loader(trainer)
+        self._session.evidence.describe(
+            framework="lightning", device=trainer.strategy.root_device.type, precision=_precision(trainer),
+            batch_size=getattr(loader, "batch_size", None), grad_accumulation_steps=trainer.accumulate_grad_batches,
+            num_workers=getattr(loader, "num_workers", None), pin_memory=getattr(loader, "pin_memory", None),
+        )
 
     @guarded
     def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
@@ -154,7 +161,10 @@ class EnergyCallback(*_BASES):
             session.step()
         self._seen_step = step
         if _is_log_step(trainer, step):
-            self._log_step(trainer, pl_module, session.log_metrics())
+            aligned = _every_rank_logs(trainer, step)
+            if aligned:
+                session.sync()  # sums over DDP ranks: a collective, so only where every rank logs
+            self._log_step(trainer, pl_module, session.log_metrics(read=not aligned))
         if session.stop_requested:  # on_budget="stop" and the budget is spent
             trainer.should_stop = True
 
@@ -171,6 +181,14 @@ class EnergyCallback(*_BASES):
     @guarded
     def on_validation_epoch_end(self, trainer, pl_module) -> None:
         self._end("eval", trainer, pl_module)
+
+    @guarded
+    def on_validation_end(self, trainer, pl_module) -> None:
+        # the epoch's metrics reach callback_metrics after on_validation_epoch_end, before this hook
+        name, greater = _monitored(trainer)
+        value = trainer.callback_metrics.get(name)
+        if value is not None and self._active and not trainer.sanity_checking and trainer.state.fn == "fit":
+            self._session.evidence.record_metric(name, float(value), step=trainer.global_step, greater_is_better=greater)
 
     @guarded
     def on_test_epoch_start(self, trainer, pl_module) -> None:
@@ -218,6 +236,7 @@ class EnergyCallback(*_BASES):
             is_main_process=trainer.is_global_zero,
             node_leader=trainer.local_rank == 0,
             phase=phase,
+            across_ranks=True,  # every rank runs the same steps and passes: totals are over all ranks
         )
         self._run_dir = None
 
@@ -239,7 +258,9 @@ class EnergyCallback(*_BASES):
         if not self._active or self._session.phase != phase:
             return
         # a sanity check is not one of the run's regular evaluations: keep it out of the forecast
-        pass_j = self._session.end(phase, record_pass=not trainer.sanity_checking)
+        self._session.end(phase, record_pass=not trainer.sanity_checking)
+        self._session.sync()  # every rank ends its pass here: the pass's joules over all ranks
+        pass_j = self._session.last_pass_j
         if phase == "predict":
             return  # Lightning forbids self.log in prediction: the energy is in the report
         metrics = {PASS_KEYS[phase]: pass_j}
@@ -248,10 +269,12 @@ class EnergyCallback(*_BASES):
         self._log(pl_module, metrics, on_step=False)
 
     def _log(self, pl_module, metrics: dict[str, float], *, on_step: bool) -> None:
+        # Under DDP the values are already the run's (summed at the session's sync), the same on every
+        # rank: sync_dist's mean keeps them as they are, and Lightning stops warning about epoch metrics.
         for key, value in metrics.items():
             pl_module.log(
                 key, value, on_step=on_step, on_epoch=not on_step, prog_bar=key in PROG_BAR_KEYS,
-                batch_size=1, add_dataloader_idx=False,
+                batch_size=1, add_dataloader_idx=False, sync_dist=not on_step,
             )
 
     def _log_step(self, trainer, pl_module, metrics: dict[str, float]) -> None:
@@ -308,10 +331,46 @@ def _planned_steps(trainer, session: Session) -> int | None:
     return left if left > 0 else None
 
 
+def _precision(trainer) -> str | None:
+    """``fp32``, ``bf16`` or ``fp16`` from ``trainer.precision`` (``"32-true"``, ``"bf16-mixed"``, ...)."""
+    precision = str(trainer.precision)
+    for prefix, name in (("32", "fp32"), ("bf16", "bf16"), ("16", "fp16")):
+        if precision.startswith(prefix):
+            return name
+    return None
+
+
+def _train_loader(trainer) -> Any:
+    """The training DataLoader (the first one when there are several), or None."""
+    loaders = trainer.train_dataloader
+    if isinstance(loaders, Mapping):
+        loaders = next(iter(loaders.values()), None)
+    elif isinstance(loaders, list | tuple):
+        loaders = loaders[0] if loaders else None
+    return loaders
+
+
+def _monitored(trainer) -> tuple[str, bool]:
+    """The metric an ``EarlyStopping`` or ``ModelCheckpoint`` monitors (and whether higher is better),
+    else ``val_loss``."""
+    for callback in trainer.callbacks:
+        monitor = getattr(callback, "monitor", None)
+        if isinstance(monitor, str) and monitor:
+            return monitor, getattr(callback, "mode", "min") == "max"
+    return "val_loss", False
+
+
 def _is_log_step(trainer, step: int) -> bool:
     """Lightning's own rule for writing step metrics to the loggers, at the end of a stepping batch."""
     every = trainer.log_every_n_steps
     return bool(every and step % every == 0) or trainer.should_stop or bool(trainer.fast_dev_run)
+
+
+def _every_rank_logs(trainer, step: int) -> bool:
+    """A log step that every DDP rank reaches at the same step (``trainer.should_stop`` may be set
+    on one rank only), where syncing across ranks is safe."""
+    every = trainer.log_every_n_steps
+    return bool(every and step % every == 0) or bool(trainer.fast_dev_run)
 
 
 def _batch_size(batch: Any) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 
 os.environ.setdefault("KERAS_BACKEND", "torch")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -11,6 +12,9 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("WANDB_MODE", "disabled")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
+# never the real per-user run registry, not even for a session finished at interpreter exit (after
+# the per-test fixture below has been undone)
+os.environ["WATTWISE_REGISTRY"] = os.path.join(tempfile.mkdtemp(prefix="wattwise-tests-"), "runs.sqlite")
 
 import socket  # noqa: E402
 
@@ -46,6 +50,14 @@ def no_wattwise_env(monkeypatch):
     for name in list(os.environ):
         if name.startswith("WATTWISE_"):
             monkeypatch.delenv(name)
+
+
+@pytest.fixture(autouse=True)
+def private_registry(no_wattwise_env, monkeypatch, tmp_path_factory):
+    """No test writes to the real per-user run registry: each one gets its own file."""
+    path = tmp_path_factory.mktemp("registry") / "runs.sqlite"
+    monkeypatch.setenv("WATTWISE_REGISTRY", str(path))
+    return path
 
 
 @pytest.fixture

@@ -107,6 +107,12 @@ class FakeGpu:
     power_mw: int = 300_000
     name: str = "NVIDIA H100 80GB HBM3"
     migs: tuple[str, ...] = ()
+    utilization_pct: int = 90  # nvmlDeviceGetUtilizationRates().gpu
+    memory_used_bytes: int = 20 * 2**30
+    memory_total_bytes: int = 80 * 2**30
+    power_limit_mw: int = 700_000  # enforced limit
+    min_power_limit_mw: int = 200_000
+    compute_capability: tuple[int, int] = (9, 0)
 
 
 @dataclass(eq=False)
@@ -172,6 +178,26 @@ def make_fake_nvml(gpus: list[FakeGpu]):
     fake.nvmlDeviceGetUUID.side_effect = lambda h: physical(h).gpu.uuid
     fake.nvmlDeviceGetTotalEnergyConsumption.side_effect = energy
     fake.nvmlDeviceGetPowerUsage.side_effect = lambda h: physical(h).gpu.power_mw
+
+    def utilization(handle):
+        rates = pynvml.c_nvmlUtilization_t()  # the real struct the bindings return
+        rates.gpu, rates.memory = physical(handle).gpu.utilization_pct, 0
+        return rates
+
+    def memory(handle):
+        gpu = physical(handle).gpu
+        info = pynvml.c_nvmlMemory_t()
+        info.total, info.used = gpu.memory_total_bytes, gpu.memory_used_bytes
+        info.free = gpu.memory_total_bytes - gpu.memory_used_bytes
+        return info
+
+    fake.nvmlDeviceGetUtilizationRates.side_effect = utilization
+    fake.nvmlDeviceGetMemoryInfo.side_effect = memory
+    fake.nvmlDeviceGetEnforcedPowerLimit.side_effect = lambda h: physical(h).gpu.power_limit_mw
+    fake.nvmlDeviceGetPowerManagementLimitConstraints.side_effect = lambda h: [
+        physical(h).gpu.min_power_limit_mw, physical(h).gpu.power_limit_mw
+    ]
+    fake.nvmlDeviceGetCudaComputeCapability.side_effect = lambda h: physical(h).gpu.compute_capability
     return fake
 
 

@@ -10,7 +10,8 @@ import pytest
 from wattwise.config import SOURCE_NAMES, Config
 
 
-def test_defaults():
+def test_defaults(monkeypatch):
+    monkeypatch.delenv("WATTWISE_REGISTRY")  # conftest points every test at a private registry
     config = Config.from_kwargs()
     assert config == Config()
     assert config.sources == SOURCE_NAMES == ("nvml", "rapl", "cpu", "ram")
@@ -146,6 +147,7 @@ ENV_VALUES = {
     "budget_kwh": ("0.5", 0.5),
     "budget_kg_co2e": ("2", 2.0),
     "on_budget": ("stop", "stop"),
+    "registry": ("/tmp/runs.sqlite", "/tmp/runs.sqlite"),
 }
 PAIRED = {  # arguments that are only valid with another one
     "region": {"country_iso_code": "DEU"},

@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from wattwise.forecast import Forecaster
+from wattwise.forecast import MIN_REL_HALF_WIDTH, Forecaster, Milestones, _t_quantile
 
 
 def test_a_steady_run_is_projected_exactly_with_a_narrow_interval():
@@ -16,7 +16,10 @@ def test_a_steady_run_is_projected_exactly_with_a_narrow_interval():
     forecast = f.forecast()
     assert forecast.energy_j == pytest.approx(10_000.0)
     assert forecast.duration_s == pytest.approx(100.0)
-    assert forecast.energy_high_j - forecast.energy_low_j == pytest.approx(0.0, abs=1e-6)
+    # no noise and no drift: the interval is the floor, +-5% of the projected remainder (800 x 10 J)
+    assert forecast.energy_low_j == pytest.approx(10_000.0 - 0.05 * 8000.0)
+    assert forecast.energy_high_j == pytest.approx(10_000.0 + 0.05 * 8000.0)
+    assert forecast.tail_j == 0.0  # no step-less gap seen: nothing to project after the last step
 
 
 def test_too_few_windows_give_no_forecast():
@@ -96,3 +99,123 @@ def test_the_start_up_window_never_counts_even_with_few_windows():
     forecast = f.forecast()
     assert forecast.warmup_steps == 5
     assert forecast.energy_j == pytest.approx(5200.0 + 1975 * 10.0)  # measured, then 10 J a step
+
+
+def test_warm_up_is_judged_from_a_handful_of_windows():
+    # four slow warm-up steps, each its own window (compilation), then fast steps five to a window
+    f = Forecaster(planned_steps=300)
+    for _ in range(4):
+        f.add_window(steps=1, energy_j=4.0, duration_s=0.4)
+    f.add_window(steps=5, energy_j=0.5, duration_s=0.05)
+    assert f.forecast() is None  # warm-up: one steady window after it is too few to project
+    for _ in range(3):
+        f.add_window(steps=5, energy_j=0.5, duration_s=0.05)
+    forecast = f.forecast()  # 8 windows, 24 steps: four warm-up windows out of half the steps
+    assert forecast.warmup_steps == 4
+    # measured 16 + 2 J, then 276 steps of 0.1 J
+    assert forecast.energy_j == pytest.approx(18.0 + 276 * 0.1)
+    naive = 18.0 / 24 * 300  # the mean so far, extrapolated
+    assert naive > 4 * forecast.energy_j
+
+
+def test_a_run_that_is_still_warming_up_gets_no_forecast():
+    f = Forecaster(planned_steps=300)
+    for _ in range(6):  # six slow steps, then only two fast ones: more than half is warm-up
+        f.add_window(steps=1, energy_j=4.0, duration_s=0.4)
+    f.add_window(steps=2, energy_j=0.2, duration_s=0.02)
+    assert f.forecast() is None
+
+
+def test_steps_that_get_cheaper_slowly_are_not_warm_up_and_the_recent_rate_counts():
+    # a 20% level change in the middle: under the warm-up factor, so not dropped, but the remainder
+    # is projected at the recent rate and the change widens the interval
+    f = Forecaster(planned_steps=2000)
+    f.add_window(steps=5, energy_j=50.0, duration_s=0.5)  # start-up
+    for i in range(40):
+        f.add_window(steps=5, energy_j=60.0 if i < 20 else 50.0, duration_s=0.5)
+    forecast = f.forecast()
+    assert forecast.warmup_steps == 5
+    so_far = 50.0 + 20 * 60.0 + 20 * 50.0
+    assert forecast.energy_j == pytest.approx(so_far + 1795 * 10.0)
+    steady = Forecaster(planned_steps=2000)
+    for _ in range(41):
+        steady.add_window(steps=5, energy_j=50.0, duration_s=0.5)
+    drift_width = forecast.energy_high_j - forecast.energy_low_j
+    assert drift_width > 2 * (steady.forecast().energy_high_j - steady.forecast().energy_low_j)
+    # a 2 J per step change held over the 1795 steps left is inside the interval
+    assert forecast.energy_high_j > forecast.energy_j + 1795 * 2.0 * 0.9
+
+
+def test_the_interval_never_narrows_below_the_floor():
+    f = Forecaster(planned_steps=1000)
+    for _ in range(41):
+        f.add_window(steps=5, energy_j=50.0, duration_s=0.5)
+    forecast = f.forecast()
+    remainder_j = forecast.energy_j - 41 * 50.0
+    assert forecast.energy_high_j - forecast.energy_j == pytest.approx(MIN_REL_HALF_WIDTH * remainder_j)
+    assert forecast.duration_high_s - forecast.duration_s == pytest.approx(MIN_REL_HALF_WIDTH * 795 * 0.1)
+
+
+def test_few_windows_use_a_student_t_factor_and_still_cover_the_truth():
+    assert _t_quantile(0.9, 1) == pytest.approx(6.314, abs=0.001)
+    assert _t_quantile(0.9, 2) == pytest.approx(2.920, abs=0.001)
+    assert _t_quantile(0.9, 3) == pytest.approx(2.353, abs=0.01)
+    assert _t_quantile(0.9, 7) == pytest.approx(1.895, abs=0.005)
+    assert _t_quantile(0.9, 10_000) == pytest.approx(1.645, abs=0.001)
+    rng = random.Random(1)
+    covered = made = 0
+    for _ in range(200):  # only five windows (start-up + 4): the spread is a guess from 4 blocks
+        f = Forecaster(planned_steps=400)
+        total = 0.0
+        for _ in range(5):
+            e = max(0.0, rng.gauss(50.0, 10.0))
+            total += e
+            f.add_window(steps=5, energy_j=e, duration_s=0.5)
+        forecast = f.forecast()
+        total += sum(max(0.0, rng.gauss(50.0, 10.0)) for _ in range(75))
+        if forecast is not None:  # None when a noisy second window looked like warm-up
+            made += 1
+            covered += forecast.energy_low_j <= total <= forecast.energy_high_j
+    assert made >= 150
+    assert covered / made >= 0.8
+
+
+def test_the_end_of_the_run_is_projected_from_the_gaps_between_steps():
+    f = Forecaster(planned_steps=1000)
+    f.add_window(steps=0, energy_j=30.0, duration_s=3.0)  # set-up before the first step: not a gap
+    for i in range(40):
+        f.add_window(steps=5, energy_j=50.0, duration_s=0.5)
+        if i % 10 == 9:  # an epoch end or a save: a window with no step
+            f.add_window(steps=0, energy_j=20.0 if i < 30 else 40.0, duration_s=2.0)
+    forecast = f.forecast()
+    assert forecast.tail_j == pytest.approx((20.0 * 3 + 40.0) / 4)  # one more transition, at the mean gap
+    # the gaps that recur stay in the rate too: the recent half of the steady steps (windows 20-39,
+    # 100 steps) holds 20 x 50 J plus the gaps after windows 29 and 39: 1060 J, 10.6 J a step
+    so_far = 30.0 + 40 * 50.0 + 100.0
+    assert forecast.energy_j == pytest.approx(so_far + 800 * 10.6 + 25.0)
+    done = Forecaster(planned_steps=200)
+    for _ in range(40):
+        done.add_window(steps=5, energy_j=50.0, duration_s=0.5)
+        done.add_window(steps=0, energy_j=10.0, duration_s=1.0)
+    assert done.forecast().tail_j == 0.0  # the plan is done: the tail is being measured, not projected
+    assert done.forecast().energy_j == pytest.approx(40 * 60.0)
+
+
+def test_an_empty_milestone_is_filled_before_the_next_one_and_not_after():
+    class Made:
+        energy_j, energy_low_j, energy_high_j, duration_s = 100.0, 90.0, 110.0, 10.0
+
+    m = Milestones(fractions=(0.01, 0.02, 0.05))
+    m.update(step=10, planned_steps=1000, forecast=lambda: None)  # 1% reached, nothing to say yet
+    m.update(step=15, planned_steps=1000, forecast=lambda: None)
+    assert [r["energy_j"] for r in m.records] == [None]
+    m.update(step=18, planned_steps=1000, forecast=lambda: Made())  # filled, with when it was made
+    assert m.records[0]["energy_j"] == 100.0 and m.records[0]["at_step"] == 18
+    m.update(step=20, planned_steps=1000, forecast=lambda: None)  # 2%: empty again
+    m.update(step=50, planned_steps=1000, forecast=lambda: Made())  # 5% reached: 2% stays empty
+    assert [(r["fraction"], r["at_step"], r["energy_j"]) for r in m.records] == [
+        (0.01, 18, 100.0), (0.02, 20, None), (0.05, 50, 100.0)
+    ]
+    calls = []
+    m.update(step=60, planned_steps=1000, forecast=lambda: calls.append(1))
+    assert calls == []  # all milestones done: no more forecasts are computed

@@ -314,7 +314,11 @@ def test_forecasts_are_logged_and_scored_against_the_measured_total(tmp_path, st
     assert metrics["carbon/forecast_kg"] == pytest.approx(metrics["energy/forecast_kwh"] * 0.1)
     assert [f["fraction"] for f in report.forecasts] == [0.01, 0.02, 0.05, 0.10, 0.25, 0.50]
     scored = [f for f in report.forecasts if f["energy_j"] is not None]
-    assert [f["fraction"] for f in scored] == [0.05, 0.10, 0.25, 0.50]  # 1%, 2%: too few windows yet
+    # windows of 5 steps; a forecast needs 5 (start-up + 4 steady): none at 1% (step 10) nor at 2%
+    # (step 20); the 2% milestone is filled at step 25, before 5%; the 1% one stays empty
+    assert [f["fraction"] for f in scored] == [0.02, 0.05, 0.10, 0.25, 0.50]
+    assert scored[0]["at_step"] == 25
+    assert all(f["fraction"] * 1000 <= f["at_step"] < f["fraction"] * 1000 + 10 for f in scored[1:])
     assert all(abs(f["error_pct"]) < 1.0 for f in scored)
     assert RunReport.from_dict(report.to_dict()) == report
 

@@ -28,7 +28,7 @@ from .base import Component, SourceUnavailable
 
 POLL_INTERVAL_S = 0.1
 
-__all__ = ["NvmlSource", "SourceUnavailable", "parse_visible_devices", "select_for_rank"]
+__all__ = ["GpuSample", "NvmlSource", "SourceUnavailable", "parse_visible_devices", "select_for_rank"]
 
 
 def parse_visible_devices(value: str | None) -> list[str] | None:
@@ -64,6 +64,20 @@ def select_for_rank(visible: Sequence[str], local_rank: int | None) -> list[str]
     return list(visible)
 
 
+@dataclass(frozen=True)
+class GpuSample:
+    """One GPU's state at a window boundary (``NvmlSource.usage``), for the advisor."""
+
+    name: str  # the component, "gpu:0"
+    model: str
+    utilization_pct: float  # share of the last sample period (1/6 s to 1 s) a kernel was running
+    memory_used_bytes: float
+    memory_total_bytes: float
+    power_limit_w: float | None
+    min_power_limit_w: float | None
+    compute_capability: tuple[int, int] | None
+
+
 @dataclass
 class _Device:
     index: int
@@ -86,6 +100,7 @@ class NvmlSource:
         self._polled = [d for d in devices if not d.counter]
         self._polled_j = [0.0] * len(self._polled)
         self.failed_polls = 0
+        self._facts: dict[int, tuple[float | None, float | None, tuple[int, int] | None]] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -147,6 +162,36 @@ class NvmlSource:
             else:
                 values.append(next(polled))
         return tuple(values)
+
+    def usage(self) -> list[GpuSample]:
+        """Utilisation and memory of each GPU now (two NVML calls a GPU), with its power limit and
+        compute capability (read once). A GPU that cannot say is left out."""
+        samples = []
+        for device, component in zip(self._devices, self.components, strict=True):
+            try:
+                rates = self._nvml.nvmlDeviceGetUtilizationRates(device.handle)
+                memory = self._nvml.nvmlDeviceGetMemoryInfo(device.handle)
+            except self._nvml.NVMLError:
+                continue
+            limit_w, min_limit_w, capability = self._static_facts(device)
+            samples.append(GpuSample(
+                component.name, device.detail.split(",")[0], float(rates.gpu), float(memory.used),
+                float(memory.total), limit_w, min_limit_w, capability,
+            ))
+        return samples
+
+    def _static_facts(self, device: _Device) -> tuple[float | None, float | None, tuple[int, int] | None]:
+        if device.index not in self._facts:
+            nvml = self._nvml
+            limit_w = min_limit_w = capability = None
+            with contextlib.suppress(nvml.NVMLError):
+                limit_w = nvml.nvmlDeviceGetEnforcedPowerLimit(device.handle) / 1000.0
+            with contextlib.suppress(nvml.NVMLError):
+                min_limit_w = nvml.nvmlDeviceGetPowerManagementLimitConstraints(device.handle)[0] / 1000.0
+            with contextlib.suppress(nvml.NVMLError):
+                capability = tuple(nvml.nvmlDeviceGetCudaComputeCapability(device.handle))
+            self._facts[device.index] = (limit_w, min_limit_w, capability)
+        return self._facts[device.index]
 
     def close(self) -> None:
         self._stop.set()

@@ -1,0 +1,151 @@
+"""``report.png``: where the power went over the run, and how the energy added up against the forecasts.
+
+Example::
+
+    >>> from wattwise.plot import write_png
+    >>> write_png(report, "runs/hf/wattwise/report.png")     # or report.write_png(...)
+
+Top panel: power by component over time (stacked, from ``report.timeline``: each window's joules
+over its duration), measured components drawn solid and estimated ones hatched. Bottom panel: the
+cumulative energy, the final measured total, and each milestone forecast of the whole run (at the
+run time it predicted, with its 90% interval), the latest one also as a band. Evaluation, test and
+prediction phases are shaded in both. matplotlib is imported here only, through its object API and
+the Agg canvas: no pyplot, no global backend switch, no window.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .report import RunReport
+
+PHASE_COLOURS = {"eval": "#f4a261", "test": "#e76f51", "predict": "#9b5de5"}
+COMPONENT_COLOURS = ("#2a9d8f", "#264653", "#e9c46a", "#8ab17d", "#457b9d", "#b56576", "#6d6875", "#adb5bd")
+
+
+def energy_scale(energy_j: float) -> tuple[float, str]:
+    """Divisor and unit for an axis that reaches ``energy_j``: J, Wh or kWh."""
+    if energy_j < 3600.0:
+        return 1.0, "J"
+    if energy_j < 3.6e6:
+        return 3600.0, "Wh"
+    return 3.6e6, "kWh"
+
+
+def phase_spans(timeline: list[dict]) -> list[tuple[str, float, float]]:
+    """Contiguous runs of the same phase as (phase, start_s, end_s), in time order."""
+    spans: list[tuple[str, float, float]] = []
+    for point in timeline:
+        phase, start, end = str(point["phase"]), float(point["t_s"]), float(point["t_s"]) + float(point["duration_s"])
+        if spans and spans[-1][0] == phase:
+            spans[-1] = (phase, spans[-1][1], end)
+        else:
+            spans.append((phase, start, end))
+    return spans
+
+
+def merge_short(timeline: list[dict], min_duration_s: float) -> list[dict]:
+    """The timeline with each window shorter than ``min_duration_s`` merged into the one before it.
+
+    A window of a few milliseconds (the last read of a run, a phase change) holds a CPU-time tick or
+    a counter update of a longer span: its power would be a spike that says nothing. Energy is kept.
+    """
+    merged: list[dict] = []
+    for point in timeline:
+        if merged and float(point["duration_s"]) < min_duration_s:
+            previous = merged[-1]
+            for key, value in point.items():
+                if key not in ("t_s", "phase"):
+                    previous[key] = float(previous.get(key, 0.0)) + float(value)
+        else:
+            merged.append(dict(point))
+    return merged
+
+
+def write_png(report: RunReport, path: str | os.PathLike, *, dpi: int = 110) -> Path:
+    """Draw the report's figure into ``path`` (PNG)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.patches import Patch
+
+    path = Path(path)
+    timeline = sorted(report.timeline, key=lambda p: float(p["t_s"]))
+    components = list(report.by_component.values())
+    figure = Figure(figsize=(9.0, 6.4), layout="constrained")
+    FigureCanvasAgg(figure)
+    power_ax, energy_ax = figure.subplots(2, 1, sharex=True, height_ratios=(1.0, 1.1))
+    figure.suptitle(_title(report), fontsize=11)
+
+    spans = phase_spans(timeline)
+    timeline = merge_short(timeline, report.duration_s / 200.0)
+    starts = [float(p["t_s"]) for p in timeline]
+    ends = [float(p["t_s"]) + float(p["duration_s"]) for p in timeline]
+    if timeline:
+        edges = starts + [ends[-1]]
+        bottom = [0.0] * len(timeline)
+        for i, c in enumerate(components):
+            watts = [float(p.get(c.name, 0.0)) / float(p["duration_s"]) if float(p["duration_s"]) > 0 else 0.0
+                     for p in timeline]
+            top = [b + w for b, w in zip(bottom, watts, strict=True)]
+            power_ax.stairs(top, edges, baseline=bottom, fill=True, color=COMPONENT_COLOURS[i % len(COMPONENT_COLOURS)],
+                            alpha=0.9 if c.measured else 0.6, hatch=None if c.measured else "///",
+                            label=f"{c.name} ({'measured' if c.measured else 'estimated'})")
+            bottom = top
+    power_ax.set_ylabel("power (W)")
+    power_ax.set_ylim(bottom=0)
+    power_ax.grid(alpha=0.3)
+
+    scale, unit = energy_scale(max(report.energy_j, *(f.get("energy_high_j") or 0.0 for f in report.forecasts), 0.0))
+    cumulative, total = [0.0], 0.0
+    for p in timeline:
+        total += sum(float(p.get(c.name, 0.0)) for c in components)
+        cumulative.append(total / scale)
+    energy_ax.plot([starts[0]] + ends if timeline else [0.0], cumulative, color="#264653", lw=2,
+                   label="measured energy")
+    energy_ax.scatter([report.duration_s], [report.energy_j / scale], color="#264653", zorder=5, s=30,
+                      label=f"measured total {report.energy_j / scale:.3g} {unit}")
+    made = [f for f in report.forecasts if f.get("energy_j") is not None and f.get("duration_s")]
+    for k, f in enumerate(made):
+        shade = 0.35 + 0.6 * (k + 1) / len(made)
+        low, high = f["energy_low_j"] / scale, f["energy_high_j"] / scale
+        value = f["energy_j"] / scale
+        energy_ax.errorbar([f["duration_s"]], [value], yerr=[[value - low], [high - value]], fmt="D",
+                           color=(0.85 * (1 - shade), 0.3, 0.6 * shade), capsize=4, ms=5,
+                           label=f"forecast at {100 * f['fraction']:g}% of the plan")
+    if made:
+        last = made[-1]
+        energy_ax.axhspan(last["energy_low_j"] / scale, last["energy_high_j"] / scale, color="#9d4edd", alpha=0.12,
+                          label=f"latest forecast's 90% band ({100 * last['fraction']:g}%)")
+        energy_ax.axhline(last["energy_j"] / scale, color="#9d4edd", lw=1, ls="--")
+    energy_ax.set_ylabel(f"cumulative energy ({unit})")
+    energy_ax.set_xlabel("time since training began (s)")
+    energy_ax.set_ylim(bottom=0)
+    energy_ax.grid(alpha=0.3)
+
+    shaded: set[str] = set()
+    for phase, start, end in spans:
+        if phase in PHASE_COLOURS:
+            for ax in (power_ax, energy_ax):
+                ax.axvspan(start, end, color=PHASE_COLOURS[phase], alpha=0.25, lw=0)
+            shaded.add(phase)
+    handles, labels = power_ax.get_legend_handles_labels()
+    for phase in sorted(shaded):
+        handles.append(Patch(color=PHASE_COLOURS[phase], alpha=0.4))
+        labels.append(f"{phase} phase")
+    power_ax.legend(handles, labels, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
+    energy_ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
+    figure.savefig(path, dpi=dpi)
+    return path
+
+
+def _title(report: RunReport) -> str:
+    from .report import format_energy, format_mass
+
+    return (
+        f"{report.framework}: {format_energy(report.energy_j)}, {format_mass(report.emissions_kg)} CO2e "
+        f"({report.carbon.get('location')}), {report.duration_s:.1f} s, {report.train_steps} steps"
+        + (" (partial)" if report.partial else "")
+    )
