@@ -29,7 +29,9 @@ import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-__all__ = ["Reducer", "node_identity", "launcher_node_rank", "node_leaders"]
+from .report import ComponentEnergy
+
+__all__ = ["Reducer", "node_identity", "launcher_node_rank", "node_leaders", "merge_rank_components"]
 
 NODE_RANK_VARIABLES = ("GROUP_RANK", "NODE_RANK", "SLURM_NODEID")
 
@@ -99,3 +101,25 @@ class Reducer:
         self._dist.all_gather_object(gathered, obj)
         return gathered
 
+
+def merge_rank_components(ranks: list[dict]) -> dict[str, ComponentEnergy]:
+    """One entry per component of every rank. A name used by one rank only keeps it (``gpu:0``,
+    ``gpu:1`` on one node); a name several ranks use is qualified by node when it is a node-wide
+    counter (``cpu:0 (node b)``) and by rank otherwise (``cpu (rank 1)``), so nothing is merged
+    that was measured twice and nothing is lost."""
+    owners: dict[str, int] = {}
+    for rank in ranks:
+        for c in rank["components"]:
+            owners[c["name"]] = owners.get(c["name"], 0) + 1
+    merged: dict[str, ComponentEnergy] = {}
+    for rank in ranks:
+        for c in rank["components"]:
+            name = c["name"]
+            if owners[name] > 1:
+                name = f"{name} (node {rank['node']})" if c["scope"] == "node" else f"{name} (rank {rank['rank']})"
+            detail = f"rank {rank['rank']} on {rank['node']}" + (f"; {c['detail']}" if c.get("detail") else "")
+            merged[name] = ComponentEnergy(
+                name=name, kind=c["kind"], energy_j=c["energy_j"], measured=c["measured"],
+                source=c["source"], scope=c["scope"], detail=detail,
+            )
+    return merged

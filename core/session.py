@@ -40,7 +40,7 @@ from pathlib import Path
 from .budget import Budget
 from .carbon import J_PER_KWH, GridIntensity, resolve_intensity
 from .config import Config
-from .distributed import Reducer, node_identity, node_leaders
+from .distributed import Reducer, merge_rank_components, node_identity, node_leaders
 from .evidence import EvidenceCollector
 from .forecast import MILESTONE_FRACTIONS, Forecast, Forecaster, Milestones
 from .meter import EnergyMeter, Reading
@@ -752,29 +752,6 @@ class _Synced:
     total_j: float
     phase_j: dict[str, float]
     phase_samples: dict[str, int]
-
-
-def merge_rank_components(ranks: list[dict]) -> dict[str, ComponentEnergy]:
-    """One entry per component of every rank. A name used by one rank only keeps it (``gpu:0``,
-    ``gpu:1`` on one node); a name several ranks use is qualified by node when it is a node-wide
-    counter (``cpu:0 (node b)``) and by rank otherwise (``cpu (rank 1)``), so nothing is merged
-    that was measured twice and nothing is lost."""
-    owners: dict[str, int] = {}
-    for rank in ranks:
-        for c in rank["components"]:
-            owners[c["name"]] = owners.get(c["name"], 0) + 1
-    merged: dict[str, ComponentEnergy] = {}
-    for rank in ranks:
-        for c in rank["components"]:
-            name = c["name"]
-            if owners[name] > 1:
-                name = f"{name} (node {rank['node']})" if c["scope"] == "node" else f"{name} (rank {rank['rank']})"
-            detail = f"rank {rank['rank']} on {rank['node']}" + (f"; {c['detail']}" if c.get("detail") else "")
-            merged[name] = ComponentEnergy(
-                name=name, kind=c["kind"], energy_j=c["energy_j"], measured=c["measured"],
-                source=c["source"], scope=c["scope"], detail=detail,
-            )
-    return merged
 
 
 @dataclass

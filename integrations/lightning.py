@@ -45,6 +45,11 @@ another. A run that raises leaves a report marked ``partial``. Keyword arguments
 (``lightning.pytorch`` and ``pytorch_lightning`` are separate packages with separate class
 trees): the one class is accepted by either ``Trainer`` and, being a plain module-level class, it
 pickles for spawned processes.
+
+Under ``strategy="ddp"`` (or ``ddp_spawn``, several nodes) every rank measures its own GPU (and one
+per node the node's counters); at log steps and evaluation ends the ranks' energy is summed over
+``torch.distributed``, so the logged figures and the one report are the run's totals
+(docs/distributed.md).
 """
 
 from __future__ import annotations

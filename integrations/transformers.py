@@ -24,6 +24,10 @@ At the end the callback prints a summary, sets ``report`` (a ``wattwise.RunRepor
 main process, writes ``report.json``, ``steps.csv`` and ``emissions.csv`` under
 ``<output_dir>/wattwise/``. Keyword arguments are those of ``wattwise.Config``.
 
+Under ``torchrun`` / ``accelerate launch`` every rank measures its own GPU (and one per node the
+node's counters); at each log the ranks' energy is summed over ``torch.distributed``, so the logged
+figures and the one report are the run's totals (docs/distributed.md).
+
 The Hub's ``co2_eq_emissions`` model-card metadata (grams of CO2e, source, training type,
 location, hardware) goes into ``<output_dir>/README.md``, where ``Trainer.create_model_card``
 writes the card: merged into the card at the end of training, and again each time

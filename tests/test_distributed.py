@@ -17,9 +17,15 @@ from distributed.session_worker import DRAM_J, GPU_J, PACKAGE_J  # tests/ is on 
 from fakes import FakeClock, SteadySource
 
 from wattwise.config import Config
-from wattwise.distributed import Reducer, launcher_node_rank, node_identity, node_leaders
+from wattwise.distributed import (
+    Reducer,
+    launcher_node_rank,
+    merge_rank_components,
+    node_identity,
+    node_leaders,
+)
 from wattwise.meter import EnergyMeter
-from wattwise.session import Session, merge_rank_components
+from wattwise.session import Session
 from wattwise.sources.base import Component
 
 WORKERS = Path(__file__).parent / "distributed"
