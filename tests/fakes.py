@@ -95,6 +95,15 @@ class PowercapTree:
         self.set(zone, now + delta_uj)
 
 
+def advance_rapl(root: Path, zone: str, joules: float) -> None:
+    """Advance ``zone``'s counter under a powercap ``root`` (``PowercapTree.root``, from any process)
+    by ``joules``, atomically: a reader in another process never sees a half-written file."""
+    path = (Path(root) / zone / "energy_uj").resolve()
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(f"{int(path.read_text()) + round(joules * 1e6)}\n")
+    os.replace(tmp, path)
+
+
 # ---- a fake NVML driver --------------------------------------------------------------------------
 
 

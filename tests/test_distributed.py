@@ -13,7 +13,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from distributed.session_worker import DRAM_J, GPU_J, PACKAGE_J  # tests/ is on sys.path
+from distributed.common import DRAM_J as NODE_DRAM_J  # tests/ is on sys.path
+from distributed.common import PACKAGE_J as NODE_PACKAGE_J
+from distributed.session_worker import DRAM_J, GPU_J, PACKAGE_J
 from fakes import FakeClock, SteadySource
 
 from wattwise.config import Config
@@ -155,7 +157,7 @@ def test_a_budget_stop_is_decided_on_the_totals_and_stops_every_rank_at_the_same
 
 # ---- the integrations under their launchers ------------------------------------------------------------
 
-NODE_J_PER_STEP = 4.0  # hf_worker / lightning_worker: PACKAGE_J + DRAM_J per step, on the node's counters
+NODE_J_PER_STEP = NODE_PACKAGE_J + NODE_DRAM_J  # hf_worker / lightning_worker, per step
 
 
 def launch_lightning(tmp_path: Path, *args: str) -> list[dict]:
@@ -176,7 +178,7 @@ def assert_one_node_run(ranks: list[dict], steps: int) -> dict:
         assert report["energy_j"] == pytest.approx(expected_j)
         assert sum(r["energy_j"] for r in report["ranks"]) == pytest.approx(expected_j)
         assert {name: c["energy_j"] for name, c in report["by_component"].items()} == pytest.approx(
-            {"cpu:0": steps * 3.0, "dram:0": steps * 1.0})
+            {"cpu:0": steps * NODE_PACKAGE_J, "dram:0": steps * NODE_DRAM_J})
         assert [(r["rank"], r["node_leader"], r["components"]) for r in report["ranks"]][1] == (1, False, {})
     assert ranks[0]["report"]["run_id"] == ranks[1]["report"]["run_id"]
     return ranks[0]["report"]

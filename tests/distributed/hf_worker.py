@@ -12,20 +12,19 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 from pathlib import Path
 
 import torch
 from datasets import Dataset
 from transformers import GPT2Config, GPT2LMHeadModel, Trainer, TrainerCallback, TrainingArguments
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/, for fakes.py
-from fakes import PowercapTree  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import advance_node, callback_options, make_node_tree, node_root  # noqa: E402
 
 import wattwise.sources.rapl  # noqa: E402
 from wattwise.integrations.transformers import EnergyCallback  # noqa: E402
 
-PACKAGE_J = 3.0
-DRAM_J = 1.0
 MAX_STEPS = 12
 VOCAB = 64
 
@@ -37,11 +36,7 @@ class NodeCounter(TrainerCallback):
         self.root = root
 
     def on_step_begin(self, args, state, control, **kwargs):
-        for zone, joules in (("intel-rapl:0", PACKAGE_J), ("intel-rapl:0:0", DRAM_J)):
-            path = (self.root / zone / "energy_uj").resolve()
-            tmp = path.with_suffix(".tmp")
-            tmp.write_text(f"{int(path.read_text()) + round(joules * 1e6)}\n")
-            os.replace(tmp, path)  # a reader never sees half a file
+        advance_node(self.root)
 
 
 def tokens(n: int, seed: int) -> Dataset:
@@ -53,20 +48,14 @@ def main() -> None:
     out = Path(sys.argv[1])
     budget_kwh = float(sys.argv[2]) if len(sys.argv) > 2 else None
     rank, local_rank = int(os.environ["RANK"]), int(os.environ["LOCAL_RANK"])
-    root = out / "node" / "class" / "powercap"
+    root = node_root(out)
     if local_rank == 0:
-        tree = PowercapTree(out / "node")
-        tree.zone("intel-rapl:0", "package-0")
-        tree.zone("intel-rapl:0:0", "dram")
+        make_node_tree(out)
         (out / "node-ready").touch()
     while not (out / "node-ready").exists():  # before any process group exists
-        pass
+        time.sleep(0.01)
     wattwise.sources.rapl.DEFAULT_ROOT = str(root)
-
-    options = dict(sources=("rapl", "cpu", "ram"), country_iso_code="FRA", window_s=0.05, print_summary=False)
-    if budget_kwh is not None:
-        options.update(budget_kwh=budget_kwh, on_budget="stop")
-    energy = EnergyCallback(**options)
+    energy = EnergyCallback(**callback_options(budget_kwh))
     torch.manual_seed(0)
     model = GPT2LMHeadModel(
         GPT2Config(vocab_size=VOCAB, n_positions=16, n_embd=32, n_layer=1, n_head=2, bos_token_id=0, eos_token_id=0)

@@ -19,14 +19,12 @@ import lightning.pytorch as pl
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/, for fakes.py
-from fakes import PowercapTree  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import advance_node, callback_options, make_node_tree, node_root  # noqa: E402
 
 import wattwise.sources.rapl  # noqa: E402
 from wattwise.integrations.lightning import EnergyCallback  # noqa: E402
 
-PACKAGE_J = 3.0
-DRAM_J = 1.0
 MAX_STEPS = 12
 
 
@@ -56,11 +54,7 @@ class NodeCounter(pl.Callback):
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
         if trainer.local_rank != 0:
             return
-        for zone, joules in (("intel-rapl:0", PACKAGE_J), ("intel-rapl:0:0", DRAM_J)):
-            path = (self.root / zone / "energy_uj").resolve()
-            tmp = path.with_suffix(".tmp")
-            tmp.write_text(f"{int(path.read_text()) + round(joules * 1e6)}\n")
-            os.replace(tmp, path)  # a reader never sees half a file
+        advance_node(self.root)
 
 
 def loader(n: int, seed: int) -> DataLoader:
@@ -72,17 +66,11 @@ def loader(n: int, seed: int) -> DataLoader:
 def main() -> None:
     out = Path(sys.argv[1])
     budget_kwh = float(sys.argv[2]) if len(sys.argv) > 2 else None
-    root = out / "node" / "class" / "powercap"
+    root = node_root(out)
     if "LOCAL_RANK" not in os.environ:  # the launching process, before it starts the other rank
-        tree = PowercapTree(out / "node")
-        tree.zone("intel-rapl:0", "package-0")
-        tree.zone("intel-rapl:0:0", "dram")
+        make_node_tree(out)
     wattwise.sources.rapl.DEFAULT_ROOT = str(root)
-
-    options = dict(sources=("rapl", "cpu", "ram"), country_iso_code="FRA", window_s=0.05, print_summary=False)
-    if budget_kwh is not None:
-        options.update(budget_kwh=budget_kwh, on_budget="stop")
-    energy = EnergyCallback(**options)
+    energy = EnergyCallback(**callback_options(budget_kwh))
     torch.manual_seed(0)
     trainer = pl.Trainer(
         accelerator="cpu", devices=2, strategy=os.environ.get("WORKER_STRATEGY", "ddp"), max_steps=MAX_STEPS, log_every_n_steps=2,

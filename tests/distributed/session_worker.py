@@ -23,21 +23,12 @@ from pathlib import Path
 import torch.distributed as dist
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/, for fakes.py
-from fakes import FakeGpu, PowercapTree, make_fake_nvml  # noqa: E402
+from fakes import FakeGpu, PowercapTree, advance_rapl, make_fake_nvml  # noqa: E402
 
 GPU_J = (10.0, 20.0)
 PACKAGE_J = 3.0
 DRAM_J = 1.0
 LOG_EVERY = 10
-
-
-def bump(tree_root: Path, zone: str, joules: float) -> None:
-    """Advance a fake counter atomically (a reader never sees a half-written file)."""
-    path = tree_root / zone / "energy_uj"
-    value = int(path.read_text()) + round(joules * 1e6)
-    tmp = path.resolve().with_suffix(".tmp")
-    tmp.write_text(f"{value}\n")
-    os.replace(tmp, path.resolve())
 
 
 def main() -> None:
@@ -83,8 +74,8 @@ def main() -> None:
     for step in range(1, steps + 1):
         my_gpu.energy_mj += round(GPU_J[rank] * 1e3)
         if session.node_leader:
-            bump(rapl_root, "intel-rapl:0", PACKAGE_J)
-            bump(rapl_root, "intel-rapl:0:0", DRAM_J)
+            advance_rapl(rapl_root, "intel-rapl:0", PACKAGE_J)
+            advance_rapl(rapl_root, "intel-rapl:0:0", DRAM_J)
         session.step()
         if step % LOG_EVERY == 0:
             session.sync()
