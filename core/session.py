@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import csv
 import dataclasses
 import datetime as _dt
 import logging
@@ -45,6 +44,7 @@ from .evidence import EvidenceCollector
 from .forecast import MILESTONE_FRACTIONS, Forecast, Forecaster, Milestones
 from .meter import EnergyMeter, Reading
 from .report import ComponentEnergy, PhaseEnergy, RunReport, hardware_info
+from .windows import StepsCsv, Timeline, Window
 
 logger = logging.getLogger("wattwise")
 
@@ -61,7 +61,6 @@ FORECAST_KG = "carbon/forecast_kg"
 FORECAST_EVERY_S = 5.0  # a forecast costs ~0.5 ms; it moves slowly, so recompute it at most this often
 PASS_KEYS = {"eval": EVAL_J, "test": TEST_J, "predict": PREDICT_J}  # joules of the pass that just ended
 CARBON_KG = "carbon/total_kg"
-TIMELINE_POINTS = 512
 PHASES = ("train", "eval", "test", "predict")
 
 
@@ -177,14 +176,9 @@ class Session:
         self.evidence = EvidenceCollector(meter, self._first)  # what the advisor reads at the end
         self._next_read_at = self._first.timestamp_s + self.config.window_s
         self._marks: dict[str, _Counts] = {}  # per interval name: the run's counts when it was last logged
-        self._timeline: list[dict[str, float | str]] = []
-        self._timeline_stride = 1
-        self._pending_point: dict[str, float | str] | None = None
-        self._pending_windows = 0
-        self._steps_file = None
-        self._steps_writer = None
-        self._held_window: _Window | None = None
-        self._rows_written = 0
+        self._timeline = Timeline([c.name for c in meter.components])
+        self._steps_csv: StepsCsv | None = None
+        self._held_window: Window | None = None
         self._synced: _Synced | None = None
         self._last_pass_j = 0.0
         self._last_pass_sum_j: float | None = None
@@ -226,10 +220,10 @@ class Session:
         self.meter.close()
         self._note_meter()
         self.report = self._build_report(partial, ranks)
-        if self._held_window is not None and self._steps_writer is not None:
+        if self._held_window is not None:
             self._write_steps_row(self._held_window)
-        if self._steps_file is not None:
-            self._steps_file.close()
+        if self._steps_csv is not None:
+            self._steps_csv.close()
         if self.is_main_process:
             self._record_run(self.report)
             if self.config.write_files:
@@ -456,14 +450,14 @@ class Session:
         if self._reducer is None and (warning := self.budget.check_measured(self._so_far()[0], self._phases["train"].steps)):
             self.note(warning)  # across ranks the budget is checked at syncs, on the totals, the same on every rank
         start_s = previous.timestamp_s - self._first.timestamp_s
-        self._add_timeline_point(start_s, duration_s, deltas, phase)
-        window = _Window(phase, self._global_step, steps, start_s, duration_s, deltas)
+        self._timeline.add(start_s=start_s, duration_s=duration_s, deltas=deltas, phase=phase)
+        window = Window(phase, self._global_step, steps, start_s, duration_s, deltas)
         if held is not None and held.steps == 0 and held.phase != phase:
             self._recharge(held, phase)
         if held is not None and held.phase == phase and (steps == 0 or held.steps == 0):
             held.absorb(window)
             return
-        if held is not None and self._steps_writer is not None:
+        if held is not None:
             self._write_steps_row(held)
         self._held_window = window
 
@@ -582,7 +576,7 @@ class Session:
         self._sync_step = None
         self.note(f"{why}: from here on, figures are rank {rank}'s own, not the whole run's")
 
-    def _recharge(self, window: _Window, phase: str) -> None:
+    def _recharge(self, window: Window, phase: str) -> None:
         """Move a step-less window (set-up before the first step) to the phase of the first step."""
         energy_j = sum(window.deltas)
         for name, sign in ((window.phase, -1.0), (phase, 1.0)):
@@ -591,53 +585,20 @@ class Session:
             record.duration_s += sign * window.duration_s
         window.phase = phase
 
-    def _add_timeline_point(self, start_s: float, duration_s: float, deltas: list[float], phase: str) -> None:
-        """Keep at most TIMELINE_POINTS evenly spaced points: when full, merge pairs and double the stride."""
-        point: dict[str, float | str] = {"t_s": start_s, "duration_s": duration_s, "phase": phase}
-        for component, joules in zip(self.meter.components, deltas, strict=True):
-            point[component.name] = joules
-        pending = self._pending_point
-        self._pending_point = point if pending is None else _merge_points(pending, point)
-        self._pending_windows += 1
-        if self._pending_windows < self._timeline_stride:
-            return
-        self._timeline.append(self._pending_point)
-        self._pending_point, self._pending_windows = None, 0
-        if len(self._timeline) >= TIMELINE_POINTS:
-            pairs = zip(self._timeline[0::2], self._timeline[1::2], strict=False)
-            self._timeline = [_merge_points(a, b) for a, b in pairs]
-            self._timeline_stride *= 2
-
     def _open_steps_csv(self) -> None:
         try:
-            self.output_dir.mkdir(parents=True, exist_ok=True)
-            path = self.output_dir / "steps.csv"
-            self._steps_file = path.open("w", newline="")
-            self._steps_writer = csv.writer(self._steps_file)
-            self._steps_writer.writerow(
-                ["window", "phase", "global_step", "steps", "start_s", "duration_s", "energy_j", "power_w", "step_j"]
-                + [f"{c.name}_j" for c in self.meter.components]
-            )
-            self._steps_file.flush()
+            self._steps_csv = StepsCsv.open(self.output_dir / "steps.csv", [c.name for c in self.meter.components])
         except OSError as exc:
             self.note(f"cannot write steps.csv in {self.output_dir}: {exc}")
-            self._steps_file = self._steps_writer = None
 
-    def _write_steps_row(self, window: _Window) -> None:
-        energy_j = sum(window.deltas)
-        power_w = energy_j / window.duration_s if window.duration_s > 0 else 0.0
-        step_j = repr(energy_j / window.steps) if window.steps else ""
+    def _write_steps_row(self, window: Window) -> None:
+        if self._steps_csv is None:
+            return
         try:
-            self._steps_writer.writerow(
-                [self._rows_written + 1, window.phase, window.global_step, window.steps, f"{window.start_s:.4f}",
-                 f"{window.duration_s:.4f}", repr(energy_j), f"{power_w:.3f}", step_j]
-                + [repr(d) for d in window.deltas]
-            )
-            self._steps_file.flush()
-            self._rows_written += 1
+            self._steps_csv.write(window)
         except (OSError, ValueError) as exc:
             self.note(f"steps.csv stopped being written: {exc}")
-            self._steps_writer = None
+            self._steps_csv = None
 
     def _note_meter(self) -> None:
         for message in self.meter.notes:
@@ -680,7 +641,7 @@ class Session:
             partial=partial,
             recommendations=self._recommendations(energy_j, by_phase, by_component),  # before notes: its failure is one
             notes=list(self.notes),
-            timeline=list(self._timeline) + ([self._pending_point] if self._pending_point else []),
+            timeline=self._timeline.points(),
             hardware=hardware_info(),
             forecasts=self._scored_milestones(partial, energy_j),
             budget=self.budget.to_dict(),
@@ -752,35 +713,6 @@ class _Synced:
     total_j: float
     phase_j: dict[str, float]
     phase_samples: dict[str, int]
-
-
-@dataclass
-class _Window:
-    """A closed window, as a row of steps.csv."""
-
-    phase: str
-    global_step: int
-    steps: int
-    start_s: float
-    duration_s: float
-    deltas: list[float]
-
-    def absorb(self, later: _Window) -> None:
-        self.global_step = later.global_step
-        self.steps += later.steps
-        self.duration_s += later.duration_s
-        self.deltas = [a + b for a, b in zip(self.deltas, later.deltas, strict=True)]
-
-
-def _merge_points(a: dict[str, float | str], b: dict[str, float | str]) -> dict[str, float | str]:
-    merged: dict[str, float | str] = dict(a)
-    for key, value in b.items():
-        if key in ("t_s", "phase"):
-            continue
-        merged[key] = float(a.get(key, 0.0)) + float(value)
-    if float(b["duration_s"]) > float(a["duration_s"]):
-        merged["phase"] = b["phase"]
-    return merged
 
 
 def cuda_synchronizer() -> Callable[[], None] | None:

@@ -14,7 +14,8 @@ from fakes import FakeClock
 from wattwise.config import Config
 from wattwise.meter import EnergyMeter
 from wattwise.report import RunReport, emissions_csv_columns
-from wattwise.session import CARBON_KG, POWER_W, STEP_J, TIMELINE_POINTS, TOTAL_KWH, Session
+from wattwise.session import CARBON_KG, POWER_W, STEP_J, TOTAL_KWH, Session
+from wattwise.windows import TIMELINE_POINTS
 
 
 class CountingSource:
