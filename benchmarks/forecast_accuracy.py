@@ -2,22 +2,27 @@
 
 Run:  python benchmarks/forecast_accuracy.py [--only NAME,NAME] [--window-s 0.05] [--detail]
 
-Seven short training runs (about 5-20 s each on a 2-core CPU, offline) across the three integrations,
-each with the real ``EnergyCallback`` (``print_summary=False``, ``write_files=False``, ``registry=False``) and a planned
-step count the framework knows (``max_steps``, or epochs x batches):
+Seven training runs (about 22-48 s each on a 2-core CPU, offline; 4-5 minutes in all) across the
+three integrations, each with the real ``EnergyCallback`` (``print_summary=False``,
+``write_files=False``, ``registry=False``) and a planned step count the framework knows
+(``max_steps``, or epochs x batches):
 
-- ``hf-steady``       HF Trainer, tiny GPT-2 built from a config, fixed sequence length, no evaluation;
-- ``hf-eval``         same, evaluating every 10 steps (evaluation is about a third of the energy);
-- ``hf-varlen``       same, sequence length drawn per sample (8-256 tokens, log-uniform): batch cost varies;
-- ``pl-warmup``       Lightning MLP whose first 4 steps each burn about 0.4 s of extra CPU (ARTIFICIAL
+- ``hf-steady``       HF Trainer, tiny GPT-2 built from a config, fixed sequence length, no evaluation, 800 steps;
+- ``hf-eval``         same, evaluating every 10 steps (evaluation is about a fifth of the energy);
+- ``hf-varlen``       same, 500 steps, sequence length drawn per sample (8-256 tokens, log-uniform): batch cost varies;
+- ``pl-warmup``       Lightning MLP, 3000 steps, whose first 8 steps each burn about 0.4 s of extra CPU (ARTIFICIAL
                       warm-up, standing in for compilation / autotuning; a sleep would cost no CPU energy);
-- ``pl-epochs``       Lightning, 20 short epochs (one epoch = 5% of the plan), validation every epoch;
-- ``keras-epochs``    Keras (KERAS_BACKEND=torch), 20 epochs with a validation split;
-- ``keras-steady``    Keras, one long epoch, no validation.
+- ``pl-epochs``       Lightning, 20 epochs of 200 steps (one epoch = 5% of the plan), validation every epoch;
+- ``keras-epochs``    Keras (KERAS_BACKEND=torch), 20 epochs of 120 steps with a validation split;
+- ``keras-steady``    Keras, one epoch of 4500 steps, no validation.
+
+Why this long: at 5-20 s a run, 10% of it (0.5-2 s) fell inside the process's start-up transient
+(allocator, thread pools, first-iteration caches, Keras tracing), a share of the run that no real
+training run has. The runs were lengthened with the same shapes (more steps or epochs).
 
 Measurement windows: the forecaster needs at least 5 windows (the first is always dropped as
-start-up) and the runs are short, so every run uses ``window_s=0.05`` (changeable with
-``--window-s``), not the default 0.5 s.
+start-up), so every run uses ``window_s=0.05`` (changeable with ``--window-s``), not the default
+0.5 s: at 5% of a 25 s run, 0.5 s windows would be too few.
 
 Scores, at the 5% and 10% milestones of ``report.forecasts`` (the forecast the session made when
 training first reached that fraction of the plan, at step ``at_step``):
@@ -219,7 +224,7 @@ def _hf(name: str, shape: str, window_s: float, *, max_steps: int, eval_steps: i
         save_strategy="no", report_to=[], use_cpu=True, disable_tqdm=True, seed=0,
     )
     energy, probe = EnergyCallback(**energy_options(window_s)), Probe()
-    trainer = Trainer(model=model, args=args, train_dataset=tokens(4096, 0),
+    trainer = Trainer(model=model, args=args, train_dataset=tokens(8 * max_steps, 0),  # one epoch
                       eval_dataset=tokens(96, 1) if eval_steps else None, data_collator=collate,
                       callbacks=[energy, hf_probe(probe)])
     trainer.remove_callback(PrinterCallback)  # the log dicts printed on stdout
@@ -228,7 +233,7 @@ def _hf(name: str, shape: str, window_s: float, *, max_steps: int, eval_steps: i
 
 
 def _pl(name: str, shape: str, window_s: float, *, epochs: int, batches: int, warmup_steps: int = 0,
-        validate: bool = False) -> tuple:
+        val_batches: int = 0) -> tuple:
     import lightning.pytorch as pl
     from torch.utils.data import DataLoader, TensorDataset
 
@@ -270,11 +275,11 @@ def _pl(name: str, shape: str, window_s: float, *, epochs: int, batches: int, wa
     trainer = pl.Trainer(
         accelerator="cpu", max_epochs=epochs, logger=False, enable_checkpointing=False,
         enable_model_summary=False, enable_progress_bar=False, callbacks=[energy, pl_probe(probe)],
-        limit_val_batches=None if validate else 0, num_sanity_val_steps=0,
+        limit_val_batches=None if val_batches else 0, num_sanity_val_steps=0,
         default_root_dir=os.path.join(os.environ.get("TMPDIR", "/tmp"), f"wattwise-bench-{name}"),
     )
     torch.manual_seed(0)
-    trainer.fit(MLP(), data(batches * batch, 0, True), data(8 * batch, 1, False) if validate else None)
+    trainer.fit(MLP(), data(batches * batch, 0, True), data(val_batches * batch, 1, False) if val_batches else None)
     return "lightning", shape, energy.report, probe, epochs
 
 
@@ -302,13 +307,13 @@ def _keras(name: str, shape: str, window_s: float, *, epochs: int, batches: int,
 
 
 RUNS: dict[str, Callable[[str, float], tuple]] = {
-    "hf-steady": lambda n, w: _hf(n, "steady", w, max_steps=200),
-    "hf-eval": lambda n, w: _hf(n, "eval-heavy (every 10 steps)", w, max_steps=200, eval_steps=10),
-    "hf-varlen": lambda n, w: _hf(n, "variable seq length", w, max_steps=200, varlen=True),
-    "pl-warmup": lambda n, w: _pl(n, "warm-up (artificial, 4 x 0.4 s)", w, epochs=1, batches=300, warmup_steps=4),
-    "pl-epochs": lambda n, w: _pl(n, "multi-epoch (20) + val", w, epochs=20, batches=30, validate=True),
-    "keras-epochs": lambda n, w: _keras(n, "multi-epoch (20) + val", w, epochs=20, batches=15, validation=0.2),
-    "keras-steady": lambda n, w: _keras(n, "steady", w, epochs=1, batches=700),
+    "hf-steady": lambda n, w: _hf(n, "steady", w, max_steps=800),
+    "hf-eval": lambda n, w: _hf(n, "eval-heavy (every 10 steps)", w, max_steps=800, eval_steps=10),
+    "hf-varlen": lambda n, w: _hf(n, "variable seq length", w, max_steps=500, varlen=True),
+    "pl-warmup": lambda n, w: _pl(n, "warm-up (artificial, 8 x 0.4 s)", w, epochs=1, batches=3000, warmup_steps=8),
+    "pl-epochs": lambda n, w: _pl(n, "multi-epoch (20) + val", w, epochs=20, batches=200, val_batches=50),
+    "keras-epochs": lambda n, w: _keras(n, "multi-epoch (20) + val", w, epochs=20, batches=120, validation=0.2),
+    "keras-steady": lambda n, w: _keras(n, "steady", w, epochs=1, batches=4500),
 }
 
 

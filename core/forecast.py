@@ -21,7 +21,9 @@ What makes naive extrapolation ("first epoch x epochs") wrong, and what is done 
   difference between the recent and the earlier half widens the interval;
 - noise: the steady windows are cut into contiguous blocks; the spread of the block rates (with a
   Student t factor, since it is estimated from a few blocks) sets the interval, which never
-  narrows below ``MIN_REL_HALF_WIDTH`` of the projected remainder;
+  narrows below a floor: ``MIN_REL_HALF_WIDTH`` of the projected remainder when as many steps are
+  left as were seen, growing with the square root of remaining / seen steps before that (a level
+  that moves for reasons no early window shows can move further the further one projects);
 - the end of the run (teardown after the last step): projected as one more transition out of
   training, at the mean cost of the step-less gaps seen so far (the largest one sets its range).
 
@@ -42,9 +44,12 @@ WARMUP_FACTOR = 1.25  # a leading window above 1.25 x the steady level per step 
 MAX_WARMUP_SHARE = 0.5  # never more than the earlier half of the steps seen (the later half is the reference)
 MIN_STEADY_WINDOWS = 4
 BLOCKS = 8
-# The interval never claims to know the remainder better than +-5% (at the chosen confidence): what
-# no early window can show (clock and thermal changes, other work on a shared machine, data that
-# gets harder later) moves the steady rate by a few percent on a real machine.
+# The interval never claims to know the remainder better than +-5% (at the chosen confidence) when
+# as many steps are left as were seen: what no early window can show (clock and thermal changes,
+# other work on a shared machine, data that gets harder later) moves the steady rate by a few
+# percent on a real machine. Earlier in the run the floor is 5% x sqrt(remaining / seen steps): a
+# level that wanders moves further over a longer horizon (random-walk scaling, in units of the
+# steps seen, since the wander's own scale cannot be measured from the start of a run).
 MIN_REL_HALF_WIDTH = 0.05
 MILESTONE_FRACTIONS = (0.01, 0.02, 0.05, 0.10, 0.25, 0.50)
 
@@ -248,8 +253,17 @@ class Forecaster:
         variance += (remaining * part.drift) ** 2
         variance += passes * part.per_pass_sd**2 + (passes * part.per_pass_sd) ** 2 / max(len(self._eval_passes), 1)
         variance += part.tail_sd**2
-        half_width = max(t * math.sqrt(variance), MIN_REL_HALF_WIDTH * (central - part.so_far))
+        floor = min_rel_half_width(self._steps, remaining) * (central - part.so_far)
+        half_width = max(t * math.sqrt(variance), floor)
         return central, max(part.so_far, central - half_width), central + half_width
+
+
+def min_rel_half_width(seen_steps: int, remaining_steps: int) -> float:
+    """The interval's floor, as a share of the projected remainder: ``MIN_REL_HALF_WIDTH`` once at
+    least as many steps were seen as remain, x sqrt(remaining / seen) before (x3 at 10% of the plan)."""
+    if remaining_steps <= 0:
+        return MIN_REL_HALF_WIDTH
+    return MIN_REL_HALF_WIDTH * max(1.0, math.sqrt(remaining_steps / max(seen_steps, 1)))
 
 
 def _rates(windows: list[_Window], field: str) -> tuple[float, float, float]:
