@@ -117,7 +117,8 @@ def merge_rank_components(ranks: list[dict]) -> dict[str, ComponentEnergy]:
             name = c["name"]
             if owners[name] > 1:
                 name = f"{name} (node {rank['node']})" if c["scope"] == "node" else f"{name} (rank {rank['rank']})"
-            detail = f"rank {rank['rank']} on {rank['node']}" + (f"; {c['detail']}" if c.get("detail") else "")
+            where = f"rank {rank['rank']} on {rank['node']}"
+            detail = f"{c['detail']}; {where}" if c.get("detail") else where
             merged[name] = ComponentEnergy(
                 name=name, kind=c["kind"], energy_j=c["energy_j"], measured=c["measured"],
                 source=c["source"], scope=c["scope"], detail=detail,

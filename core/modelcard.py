@@ -58,7 +58,8 @@ def hardware_used(report: RunReport) -> str:
     gpus = Counter(c.detail.split(",")[0] or c.name for c in report.by_component.values() if c.kind == "gpu")
     if gpus:
         return ", ".join(f"{n} x {model}" for model, n in gpus.items())
-    return f"1 x {report.hardware.get('cpu_model') or 'CPU'} (CPU)"
+    nodes = len({r.get("node") for r in report.ranks}) or 1  # a run over torch.distributed lists its ranks
+    return f"{nodes} x {report.hardware.get('cpu_model') or 'CPU'} (CPU)"
 
 
 def write_co2_eq_emissions(readme: str | os.PathLike, report: RunReport, *, training_type: str) -> Path:

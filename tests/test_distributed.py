@@ -27,6 +27,8 @@ from wattwise.distributed import (
     node_leaders,
 )
 from wattwise.meter import EnergyMeter
+from wattwise.modelcard import hardware_used
+from wattwise.report import RunReport
 from wattwise.session import Session
 from wattwise.sources.base import Component
 
@@ -127,6 +129,7 @@ def test_one_node_totals_are_the_sum_of_the_ranks_and_node_counters_count_once(t
     assert written["energy_j"] == pytest.approx(expected_j) and len(written["ranks"]) == 2
     assert len((tmp_path / "wattwise" / "emissions.csv").read_text().splitlines()) == 2  # header and one run
     assert ranks[0]["report"]["forecasts"][-1]["energy_j"] == pytest.approx(expected_j)  # 50%: of the totals
+    assert hardware_used(RunReport.from_dict(report)) == "2 x NVIDIA H100 80GB HBM3"  # the model card's
 
 
 def test_two_nodes_count_each_nodes_counters_and_each_ranks_gpu(tmp_path):
@@ -137,6 +140,7 @@ def test_two_nodes_count_each_nodes_counters_and_each_ranks_gpu(tmp_path):
     assert report["energy_j"] == pytest.approx(expected_j)
     assert [(r["node"], r["node_leader"]) for r in report["ranks"]] == [("node-0", True), ("node-1", True)]
     by_component = {name: c["energy_j"] for name, c in report["by_component"].items()}
+    assert hardware_used(RunReport.from_dict(report)) == "2 x NVIDIA H100 80GB HBM3"
     assert by_component == pytest.approx({
         "gpu:0 (rank 0)": steps * GPU_J[0], "gpu:0 (rank 1)": steps * GPU_J[1],
         "cpu:0 (node node-0)": steps * PACKAGE_J, "cpu:0 (node node-1)": steps * PACKAGE_J,
@@ -276,5 +280,6 @@ def test_keras_on_several_gpus_in_one_process_measures_every_visible_gpu(tmp_pat
     energy = EnergyCallback(sources=("nvml",), country_iso_code="FRA", print_summary=False, output_dir=str(tmp_path))
     model.fit(x, x[:, :1], batch_size=8, epochs=1, verbose=0, callbacks=[Burn(), energy])
     by_component = {name: c.energy_j for name, c in energy.report.by_component.items()}
+    assert hardware_used(energy.report) == "2 x NVIDIA H100 80GB HBM3"
     assert by_component == pytest.approx({"gpu:0": 4 * 10.0, "gpu:1": 4 * 30.0})
     assert energy.report.ranks == []
