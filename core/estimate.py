@@ -31,6 +31,7 @@ import math
 import numbers
 import os
 import re
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -162,13 +163,14 @@ class Calibration:
     utilization_range: tuple[float, float] | None  # None with fewer than MIN_RUNS_FOR_RANGE runs
     power_w: float  # mean measured power per device (per GPU, or per logical CPU)
     run_utilizations: tuple[float, ...]
+    runs_without_precision: int = 0  # their peak was taken at the precision asked for
 
 
 MIN_RUNS_FOR_RANGE = 3
 RANGE_CONFIDENCE = 0.9
 
 
-def fit_efficiency(runs: list[Any], per_device_peak_flops: float) -> Calibration:
+def fit_efficiency(runs: list[Any], per_device_peak_flops: float | Callable[[Any], float]) -> Calibration:
     """Fit utilization and power to past training runs (``RunRecord``s with params and work).
 
     Example::
@@ -176,7 +178,9 @@ def fit_efficiency(runs: list[Any], per_device_peak_flops: float) -> Calibration
         >>> fit = fit_efficiency(registry.runs(complete_only=True), per_device_peak_flops=312e12)
 
     For run i: FLOPs_i = 6 x params_i x work_i (work = tokens, else samples: a sample counts as one
-    token), and its capacity C_i = devices_i x peak x train_duration_s_i. Then::
+    token), and its capacity C_i = devices_i x peak_i x train_duration_s_i, where peak_i is the
+    per-device peak at the run's own precision when ``per_device_peak_flops`` is a function of the
+    run (so an fp32 run and a bf16 run calibrate the same utilization). Then::
 
         utilization = sum(FLOPs_i) / sum(C_i)                       (runs weighted by their capacity)
         power_w     = sum(device_energy_j_i) / sum(devices_i x duration_s_i)
@@ -188,7 +192,8 @@ def fit_efficiency(runs: list[Any], per_device_peak_flops: float) -> Calibration
     if not usable:
         raise ValueError("runs: none has params, tokens or samples and a training duration")
     flops = [TRAIN_FLOPS_PER_PARAM_TOKEN * r.params * (r.tokens or r.samples) for r in usable]
-    capacity = [r.devices * per_device_peak_flops * r.train_duration_s for r in usable]
+    peak_for = per_device_peak_flops if callable(per_device_peak_flops) else lambda _run: per_device_peak_flops
+    capacity = [r.devices * peak_for(r) * r.train_duration_s for r in usable]
     utilization = sum(flops) / sum(capacity)
     power_w = sum(r.device_energy_j for r in usable) / sum(r.devices * r.duration_s for r in usable)
     each = tuple(f / c for f, c in zip(flops, capacity, strict=True))
@@ -204,7 +209,8 @@ def fit_efficiency(runs: list[Any], per_device_peak_flops: float) -> Calibration
         centre = statistics.fmean(logs)
         u_range = (min(utilization, math.exp(centre - spread)), max(utilization, math.exp(centre + spread)))
     kind = usable[0].hardware_kind
-    return Calibration(n, kind, utilization, u_range, power_w, each)
+    unknown = sum(1 for r in usable if not getattr(r, "precision", None))
+    return Calibration(n, kind, utilization, u_range, power_w, each, unknown)
 
 
 def calibrate_from_registry(
@@ -234,7 +240,13 @@ def calibrate_from_registry(
         found = f"{len(matching)} complete run(s) on {where}, none with params and tokens/samples" if matching else (
             f"no complete run on {where}")
         return None, f"no: {found} in {reg.path}"
-    fit = fit_efficiency(usable, per_device_peak_flops)
+
+    def peak_for(run: Any) -> float:  # the device's peak at the precision the run trained in
+        precision = getattr(run, "precision", None) or ""
+        tflops = hw.peak_tflops.get(precision) or (hw.peak_tflops.get("fp32") if precision == "tf32" else None)
+        return tflops * 1e12 if tflops else per_device_peak_flops
+
+    fit = fit_efficiency(usable, peak_for)
     return fit, (f"yes, from {fit.runs} past run{'s' * (fit.runs > 1)} on {where} in {reg.path}: "
                  f"utilization {fit.utilization:.3g}, {fit.power_w:.4g} W per {'GPU' if fit.kind == 'gpu' else 'CPU thread'}")
 
@@ -518,9 +530,10 @@ def estimate(
             assumptions.remove("power = TDP all the time: the board's maximum, so energy leans high")
             power_w = fit.power_w * scale
             assumptions.append(f"power {power_w:.4g} W: the mean {fit.kind} power measured in those runs")
-        assumptions.append(
-            "past runs' precision is not recorded: calibration assumes they ran at the precision asked for"
-        )
+        if fit.runs_without_precision:
+            assumptions.append(
+                f"{fit.runs_without_precision} of those runs did not record their precision: taken as {precision}"
+            )
 
     # --- utilization and its range ----------------------------------------------------------------
     if utilization is None:

@@ -37,7 +37,7 @@ ENV = "WATTWISE_REGISTRY"
 OFF = ("0", "false", "off", "no", "none")
 ON = ("1", "true", "on", "yes", "")
 BUSY_TIMEOUT_S = 30.0
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: the precision column
 
 _COLUMNS = (
     ("run_id", "TEXT PRIMARY KEY"),
@@ -63,6 +63,7 @@ _COLUMNS = (
     ("by_phase", "TEXT"),  # JSON: phase -> energy_j, duration_s, steps, passes, samples
     ("output_dir", "TEXT"),
     ("partial", "INTEGER NOT NULL"),
+    ("precision", "TEXT"),  # fp32, tf32, bf16 or fp16 as the framework said; NULL when not known
 )
 
 
@@ -93,6 +94,7 @@ class RunRecord:
     by_phase: dict[str, Any]
     output_dir: str | None
     partial: bool
+    precision: str | None = None
 
 
 def default_path() -> Path:
@@ -154,14 +156,18 @@ class Registry:
             with conn:
                 conn.execute("BEGIN IMMEDIATE")
                 conn.execute(f"CREATE TABLE IF NOT EXISTS runs ({columns})")
+                present = {row[1] for row in conn.execute("PRAGMA table_info(runs)")}
+                for name, kind in _COLUMNS:  # a file written by an older version gains the new columns
+                    if name not in present:
+                        conn.execute(f"ALTER TABLE runs ADD COLUMN {name} {kind}")
                 conn.execute("CREATE INDEX IF NOT EXISTS runs_by_hardware ON runs (hardware_kind, hardware)")
                 conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         return conn
 
     def record(self, report: RunReport, *, params: int | None = None, tokens: float | None = None,
-               output_dir: str | os.PathLike | None = None) -> RunRecord:
+               output_dir: str | os.PathLike | None = None, precision: str | None = None) -> RunRecord:
         """Write one run (a second write of the same ``run_id`` replaces it); returns what was written."""
-        row = record_from_report(report, params=params, tokens=tokens, output_dir=output_dir)
+        row = record_from_report(report, params=params, tokens=tokens, output_dir=output_dir, precision=precision)
         names = [name for name, _ in _COLUMNS]
         values = [getattr(row, name) for name in names]
         values[names.index("by_phase")] = json.dumps(row.by_phase)
@@ -209,7 +215,7 @@ def _row_factory(cursor: sqlite3.Cursor, row: tuple) -> RunRecord:
 
 
 def record_from_report(report: RunReport, *, params: int | None = None, tokens: float | None = None,
-                       output_dir: str | os.PathLike | None = None) -> RunRecord:
+                       output_dir: str | os.PathLike | None = None, precision: str | None = None) -> RunRecord:
     """What the registry keeps of a report: the hardware that did the work and what calibration needs."""
     gpus = [c for c in report.by_component.values() if c.kind == "gpu"]
     if gpus:
@@ -238,6 +244,7 @@ def record_from_report(report: RunReport, *, params: int | None = None, tokens: 
                          "passes": p.passes, "samples": p.samples} for name, p in report.by_phase.items()},
         output_dir=os.fspath(output_dir) if output_dir is not None else None,
         partial=bool(report.partial),
+        precision=precision,
     )
 
 

@@ -309,7 +309,8 @@ class Session:
 
             registry = Registry.open(self.config.registry)
             if registry is not None:
-                registry.record(report, params=self._params, tokens=self._tokens, output_dir=self.output_dir.parent)
+                registry.record(report, params=self._params, tokens=self._tokens, output_dir=self.output_dir.parent,
+                                precision=self.evidence.setup.precision)
         except Exception as exc:
             message = f"the run was not recorded in the registry ({type(exc).__name__}: {exc})"
             self.note(message)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import multiprocessing
 import sqlite3
@@ -15,7 +16,7 @@ from wattwise.cli import main
 from wattwise.config import Config
 from wattwise.estimate import HARDWARE, estimate, fit_efficiency
 from wattwise.meter import EnergyMeter
-from wattwise.registry import Registry, default_path, resolve_path
+from wattwise.registry import Registry, default_path, record_from_report, resolve_path
 from wattwise.report import ComponentEnergy, PhaseEnergy, RunReport
 from wattwise.session import Session
 
@@ -209,6 +210,55 @@ def test_estimate_is_fitted_to_past_runs_on_the_same_gpu(private_registry):
     assert given.calibration_runs == 0 and given.utilization == 0.5
 
 
+def test_each_past_run_is_fitted_at_its_own_precision(private_registry):
+    """An fp32 run and a bf16 run of the same efficiency give one utilization: each run's capacity
+    uses the device's peak at the precision it trained in; a run with no precision is taken at the
+    precision asked for, and the estimate says so."""
+    registry = Registry(private_registry)
+    fp32_peak, bf16_peak = HARDWARE["a100-80gb"].peak_tflops["fp32"] * 1e12, HARDWARE["a100-80gb"].peak_tflops["bf16"] * 1e12
+    flops = 6 * 100e6 * 1e9
+    for precision, peak in (("fp32", fp32_peak), ("bf16", bf16_peak)):  # both at utilization 0.4 of their peak
+        train_s = flops / (0.4 * peak)
+        registry.record(gpu_report(duration_s=train_s * 1.1, train_s=train_s), params=100_000_000, tokens=1e9,
+                        precision=precision)
+    e = estimate(params=124_000_000, tokens=1e9, hardware="a100-80gb", precision="bf16", carbon_intensity_g_per_kwh=1)
+    assert e.calibration_runs == 2 and e.utilization == pytest.approx(0.4, rel=1e-9)
+    assert not any("did not record their precision" in a for a in e.assumptions)
+
+    registry.record(gpu_report(duration_s=100.0, train_s=90.0), params=100_000_000, tokens=1e9)  # precision unknown
+    e = estimate(params=124_000_000, tokens=1e9, hardware="a100-80gb", precision="fp16", carbon_intensity_g_per_kwh=1)
+    capacity = 2 * flops / 0.4 + HARDWARE["a100-80gb"].peak_tflops["fp16"] * 1e12 * 90.0
+    assert e.utilization == pytest.approx(3 * flops / capacity, rel=1e-9)
+    assert any("1 of those runs did not record their precision: taken as fp16" in a for a in e.assumptions)
+
+
+def test_a_version_1_file_gains_the_precision_column_and_keeps_its_runs(private_registry):
+    from wattwise.registry import _COLUMNS
+
+    old_columns = ", ".join(f"{name} {kind}" for name, kind in _COLUMNS if name != "precision")
+    with sqlite3.connect(private_registry) as conn:  # as the first version of the registry wrote it
+        conn.execute(f"CREATE TABLE runs ({old_columns})")
+        conn.execute("PRAGMA user_version = 1")
+    registry = Registry(private_registry)
+    old = record_from_report(gpu_report(), params=10**8, tokens=1e9)
+    names = [name for name, _ in _COLUMNS if name != "precision"]
+    values = [json.dumps(old.by_phase) if n == "by_phase" else int(old.partial) if n == "partial" else getattr(old, n)
+              for n in names]
+    with sqlite3.connect(private_registry) as conn:
+        conn.execute(f"INSERT INTO runs ({', '.join(names)}) VALUES ({', '.join('?' * len(names))})", values)
+    registry.record(gpu_report(), params=10**8, tokens=1e9, precision="bf16")
+    assert sorted((r.run_id == old.run_id, r.precision) for r in registry.runs()) == [(False, "bf16"), (True, None)]
+
+
+def test_a_session_records_the_precision_its_integration_described(tmp_path, steady_source, private_registry):
+    session = Session(Config.from_kwargs(country_iso_code="FRA", print_summary=False, write_files=False), "loop")
+    session.start(output_dir=tmp_path, planned_steps=2, meter=EnergyMeter([steady_source({"gpu:0": 10.0})]))
+    session.evidence.describe(precision="bf16")
+    session.step()
+    session.finish()
+    assert [r.precision for r in Registry(private_registry).runs()] == ["bf16"]
+
+
 def test_without_matching_runs_the_estimate_is_the_uncalibrated_one(private_registry):
     Registry(private_registry).record(gpu_report(gpu_name="NVIDIA H100 80GB HBM3"), params=10**8, tokens=1e9)
     e = estimate(params=10**8, tokens=1e9, hardware="a100-80gb")
@@ -221,7 +271,6 @@ def test_without_matching_runs_the_estimate_is_the_uncalibrated_one(private_regi
 
 
 def test_fit_with_samples_counts_a_sample_as_a_token():
-    from wattwise.registry import record_from_report
 
     run = record_from_report(gpu_report(samples=5000, gpus=1, train_s=10.0, duration_s=20.0, gpu_j=1000.0),
                              params=2_000_000)
