@@ -252,7 +252,7 @@ def format_runs(records: list[RunRecord]) -> str:
     """A readable table of runs, with units in the headers."""
     from .carbon import J_PER_KWH
 
-    head = ["started (UTC)", "framework", "hardware", "params", "work", "steps", "energy kWh", "time s",
+    head = ["started (UTC)", "framework", "hardware", "precision", "params", "work", "steps", "energy kWh", "time s",
             "CO2e g", "status", "run_id"]
     rows = []
     for r in records:
@@ -260,6 +260,7 @@ def format_runs(records: list[RunRecord]) -> str:
         rows.append([
             (r.started_at or r.recorded_at)[:19].replace("T", " "), r.framework or "-",
             f"{r.hardware}" + (f" x{r.devices}" if r.hardware_kind == "gpu" and r.devices > 1 else ""),
+            r.precision or "-",
             f"{r.params:.3g}" if r.params else "-", work, str(r.train_steps or 0),
             f"{r.energy_j / J_PER_KWH:.4g}", f"{r.duration_s:.1f}",
             f"{1000 * r.emissions_kg:.3g}" if r.emissions_kg is not None else "-",

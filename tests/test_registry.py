@@ -300,7 +300,7 @@ def test_every_gpu_row_matches_its_nvml_name():
 def test_wattwise_runs_lists_newest_first_with_units(private_registry, capsys):
     registry = Registry(private_registry)
     first = registry.record(gpu_report(started_at="2026-11-20T10:00:00+00:00", energy_j=3.6e6), params=124_000_000,
-                            tokens=1e9)
+                            tokens=1e9, precision="bf16")
     second = registry.record(gpu_report(started_at="2026-11-21T10:00:00+00:00", partial=True))
     assert main(["runs"]) == 0
     out = capsys.readouterr().out.splitlines()
@@ -313,6 +313,8 @@ def test_wattwise_runs_lists_newest_first_with_units(private_registry, capsys):
     at = header.index("energy kWh")
     assert out[3][at : at + 10].strip() == "1"  # 3.6e6 J
     assert "1.24e+08" in out[3] and "1e+09 tokens" in out[3]
+    at = header.index("precision")
+    assert out[3][at : at + 9].strip() == "bf16" and out[2][at : at + 9].strip() == "-"
     assert main(["runs", "--limit", "1"]) == 0
     assert len(capsys.readouterr().out.splitlines()) == 3
     assert main(["estimate", "--params", "1e8", "--tokens", "1e9", "--hardware", "a100-80gb"]) == 0
