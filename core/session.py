@@ -17,7 +17,15 @@ Energy is read in *windows*: the meter is read when at least ``window_s`` has pa
 every log step and at every phase boundary, never more often. A window's joules go to the phase
 that was running (``train``, ``eval``, ``predict``, ``test``) and are shared equally by its steps.
 Memory stays bounded: totals per phase and component, and a timeline thinned to at most
-``TIMELINE_POINTS`` points. ``steps.csv`` gets one row per window as the run goes.
+``TIMELINE_POINTS`` points (``windows.py``). ``steps.csv`` gets one row per window as the run goes.
+
+Across torch.distributed ranks (``start(across_ranks=True)``, every rank running the same steps),
+``sync()`` at a point every rank reaches (a log step) sums the ranks' energy with one collective,
+and the metrics, budget and report are then the run's totals (docs/distributed.md)::
+
+    ...     if step % 10 == 0:
+    ...         session.sync()                   # a collective: every rank, the same step
+    ...         logs = session.log_metrics(read=False)
 """
 
 from __future__ import annotations
