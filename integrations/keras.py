@@ -51,6 +51,10 @@ handled), at this callback's next call, or at interpreter exit, whichever comes 
 
 No backend code: the callback touches only Keras's callback API, so it runs unchanged on the
 torch, TensorFlow and JAX backends.
+
+Recommendations use the global dtype policy (precision), the batch size of the training data and
+``val_loss`` at each epoch end. Multi-device Keras (``MirroredStrategy``, a JAX ``DataParallel``
+distribution) is one process: every visible GPU is measured (docs/distributed.md).
 """
 
 from __future__ import annotations

@@ -46,6 +46,10 @@ another. A run that raises leaves a report marked ``partial``. Keyword arguments
 trees): the one class is accepted by either ``Trainer`` and, being a plain module-level class, it
 pickles for spawned processes.
 
+Recommendations use ``trainer.precision``, the training DataLoader (batch size, ``num_workers``,
+``pin_memory``), ``accumulate_grad_batches`` and the monitored metric (a ``ModelCheckpoint`` or
+``EarlyStopping`` monitor, else ``val_loss``) after each validation.
+
 Under ``strategy="ddp"`` (or ``ddp_spawn``, several nodes) every rank measures its own GPU (and one
 per node the node's counters); at log steps and evaluation ends the ranks' energy is summed over
 ``torch.distributed``, so the logged figures and the one report are the run's totals
