@@ -267,8 +267,10 @@ class EnergyCallback(*_BASES):
         if not self._active or self._session.phase != phase:
             return
         # a sanity check is not one of the run's regular evaluations: keep it out of the forecast
-        self._session.end(phase, record_pass=not trainer.sanity_checking)
-        self._session.sync()  # every rank ends its pass here: the pass's joules over all ranks
+        try:
+            self._session.end(phase, record_pass=not trainer.sanity_checking)
+        finally:  # every rank ends its pass here and must reach the sync: the pass's joules over all ranks
+            self._session.sync()
         pass_j = self._session.last_pass_j
         if phase == "predict":
             return  # Lightning forbids self.log in prediction: the energy is in the report

@@ -114,8 +114,10 @@ class EnergyCallback(TrainerCallback):
             return
         # Trainer.log runs on every rank at the same step, so the session syncs (sums ranks) here
         if any(key.startswith("eval_") for key in logs):
-            self._session.end("eval")
-            self._session.sync()
+            try:
+                self._session.end("eval")
+            finally:  # whatever happens here, every rank must reach the sync
+                self._session.sync()
             metrics = {EVAL_J: self._session.last_pass_j, **self._session.totals()}
         else:
             self._session.sync()

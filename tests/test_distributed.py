@@ -148,6 +148,24 @@ def test_two_nodes_count_each_nodes_counters_and_each_ranks_gpu(tmp_path):
     })
 
 
+def test_a_rank_that_cannot_give_its_figures_makes_every_rank_fall_back_together(tmp_path):
+    """Rank 1 fails to compute its figures at step 15: it still takes part in the next sum (with
+    NaN), so both ranks learn it at the same sync, stop summing, say so, and finish on their own
+    figures; nothing hangs and training runs to the end."""
+    steps = 40
+    ranks = torchrun(tmp_path, "session_worker.py", "one-node-broken", str(steps))
+    own_j = [steps * (GPU_J[0] + PACKAGE_J + DRAM_J), steps * GPU_J[1]]
+    for rank, result in enumerate(ranks):
+        report = result["report"]
+        assert result["steps_run"] == steps and report["ranks"] == []
+        assert report["energy_j"] == pytest.approx(own_j[rank])
+        assert any(f"figures are rank {rank}'s own" in note and "could not give its figures" in note
+                   for note in report["notes"])
+        logged = [m["energy/total_kwh"] * 3.6e6 for m in result["metrics"]]
+        assert logged[0] == pytest.approx(10 * sum(own_j) / steps)  # step 10: still the sum
+    assert ranks[0]["report"]["run_id"] == ranks[1]["report"]["run_id"]
+
+
 def test_a_budget_stop_is_decided_on_the_totals_and_stops_every_rank_at_the_same_step(tmp_path):
     per_step_j = GPU_J[0] + GPU_J[1] + PACKAGE_J + DRAM_J
     budget_j = 15 * per_step_j  # the totals reach it at step 15; no rank reaches it on its own by step 40

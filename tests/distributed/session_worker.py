@@ -4,6 +4,7 @@ Run under torchrun: ``session_worker.py OUT SCENARIO STEPS [BUDGET_KWH]``.
 
 - ``one-node``: both ranks on one node, sharing one fake RAPL tree (``OUT/node-0``); each rank drives
   the GPU at its ``LOCAL_RANK`` of two fake GPUs.
+- ``one-node-broken``: as ``one-node``, but from step BREAK_AT rank 1 cannot compute its figures.
 - ``two-nodes``: each rank is its own node (``WATTWISE_NODE_ID``), with its own RAPL tree and one
   fake GPU, as two machines would be.
 
@@ -29,6 +30,7 @@ GPU_J = (10.0, 20.0)
 PACKAGE_J = 3.0
 DRAM_J = 1.0
 LOG_EVERY = 10
+BREAK_AT = 15
 
 
 def main() -> None:
@@ -37,7 +39,7 @@ def main() -> None:
     dist.init_process_group("gloo")
     rank = dist.get_rank()
 
-    node = 0 if scenario == "one-node" else rank
+    node = rank if scenario == "two-nodes" else 0
     tree_dir = out / f"node-{node}"
     if rank == node:  # the node's first process lays out its sysfs
         tree = PowercapTree(tree_dir)
@@ -76,6 +78,8 @@ def main() -> None:
         if session.node_leader:
             advance_rapl(rapl_root, "intel-rapl:0", PACKAGE_J)
             advance_rapl(rapl_root, "intel-rapl:0:0", DRAM_J)
+        if scenario == "one-node-broken" and rank == 1 and step == BREAK_AT:
+            session._local_figures = lambda: 1 / 0  # a bug on one rank only
         session.step()
         if step % LOG_EVERY == 0:
             session.sync()
