@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 export KERAS_BACKEND ?= torch
 export HF_HUB_OFFLINE ?= 1
 
-.PHONY: install demo test lint bench clean
+.PHONY: install demo test lint bench bench-all clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,10 @@ test: install
 
 bench: install
 	$(PY) benchmarks/overhead.py
+
+bench-all: bench  # also the forecast accuracy (about 5 min) and the cross-rank cost (about 3 min)
+	$(PY) benchmarks/forecast_accuracy.py
+	$(PY) benchmarks/distributed_overhead.py
 
 clean:
 	rm -rf runs lightning_logs
