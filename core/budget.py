@@ -19,6 +19,7 @@ steps would fit), and the first time the measured energy is.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -63,9 +64,14 @@ class Budget:
             return f"budget spent at training step {step}: {self._describe(energy_j)}; training stopped (on_budget='stop')"
         return f"budget exceeded at training step {step}: {self._describe(energy_j)} (on_budget='warn')"
 
-    def check_forecast(self, forecast: Forecast, energy_so_far_j: float) -> str | None:
+    def check_forecast(
+        self, forecast: Forecast, energy_so_far_j: float, advice: Callable[[], Sequence[Any]] | None = None,
+        framework: str | None = None,
+    ) -> str | None:
         """The first time even the forecast's low end is over the budget: the warning, with how many
-        of the planned steps the budget covers at the current rate."""
+        of the planned steps the budget covers at the current rate and, when ``advice()`` (asked only
+        then) has a recommendation whose estimated saving would bring the low end under the budget,
+        that change (in ``framework``'s terms)."""
         remaining = forecast.planned_steps - forecast.at_step
         if self._limit_j is None or self.forecast_over or remaining <= 0 or forecast.energy_low_j <= self._limit_j:
             return None
@@ -75,9 +81,25 @@ class Budget:
         if per_step_j > 0:
             steps_that_fit = forecast.at_step + max(0.0, (self._limit_j - energy_so_far_j) / per_step_j)
             fits = f"; at the current rate the budget covers about {round(steps_that_fit)} of the {forecast.planned_steps} planned steps"
+        fitting = next((r for r in (advice() if advice else ()) if self._would_fit(r, forecast.energy_low_j)), None)
+        if fitting is not None:
+            fits += (f"; this change would fit it by its estimate ({fitting.saving_pct:.0f}% saved, "
+                     f"{fitting.confidence} confidence): {fitting.change_for(framework)}")
         return (
             f"forecast over budget at step {forecast.at_step}: even the low end of the forecast, "
             f"{self._describe(forecast.energy_low_j)}{fits}"
+        )
+
+    def _would_fit(self, recommendation: Any, energy_j: float) -> bool:
+        """Whether ``energy_j`` less the recommendation's saving is within every budget: an energy
+        saving lowers both energy and carbon; a carbon-only one (another grid) lowers carbon only."""
+        share = recommendation.saving_pct / 100.0
+        if recommendation.saving_j > 0:
+            energy_after_j, kg_after = energy_j * (1 - share), self.grid.kg_for_j(energy_j) * (1 - share)
+        else:
+            energy_after_j, kg_after = energy_j, self.grid.kg_for_j(energy_j) * (1 - share)
+        return (self.kwh is None or energy_after_j <= self.kwh * J_PER_KWH) and (
+            self.kg_co2e is None or kg_after <= self.kg_co2e
         )
 
     def to_dict(self) -> dict[str, Any]:

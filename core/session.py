@@ -374,7 +374,9 @@ class Session:
             self._forecast = self._scaled(self.forecaster.forecast(*self._so_far()))
             self._forecast_at_s = now
             if self._forecast is not None and (
-                warning := self.budget.check_forecast(self._forecast, self._run_counts().total_j)
+                warning := self.budget.check_forecast(
+                    self._forecast, self._run_counts().total_j, advice=self._advice_so_far, framework=self.framework
+                )
             ):
                 self.note(warning)
         return self._forecast
@@ -615,13 +617,7 @@ class Session:
 
     def _build_report(self, partial: bool, ranks: list[dict] | None = None) -> RunReport:
         """This process's figures or, with ``ranks`` gathered at the end, the whole run's."""
-        by_component = {
-            c.name: ComponentEnergy(
-                name=c.name, kind=c.kind, energy_j=end - begin, measured=c.measured,
-                source=c.source, scope=c.scope, detail=c.detail,
-            )
-            for c, begin, end in zip(self.meter.components, self._first.energy_j, self._last.energy_j, strict=True)
-        }
+        by_component = self._components()
         phases = self._phases
         energy_j = self._last.total_j - self._first.total_j
         if ranks and self._synced is not None:
@@ -656,6 +652,22 @@ class Session:
             budget=self.budget.to_dict(),
             ranks=[{**r, "components": {c["name"]: c["energy_j"] for c in r["components"]}} for r in ranks or []],
         )
+
+    def _advice_so_far(self) -> list:
+        """The advisor's recommendations on the run so far (for a budget warning)."""
+        energy_j = self._so_far()[0]
+        by_phase = {name: p for name, p in self._phases.items() if p.energy_j or p.steps}
+        return self._recommendations(energy_j, by_phase, self._components())
+
+    def _components(self) -> dict[str, ComponentEnergy]:
+        """This process's components and their energy as of the last reading."""
+        return {
+            c.name: ComponentEnergy(
+                name=c.name, kind=c.kind, energy_j=end - begin, measured=c.measured,
+                source=c.source, scope=c.scope, detail=c.detail,
+            )
+            for c, begin, end in zip(self.meter.components, self._first.energy_j, self._last.energy_j, strict=True)
+        }
 
     def _recommendations(self, energy_j: float, by_phase: dict, by_component: dict) -> list:
         """The advisor's recommendations for this run; a failing advisor costs the advice, not the report."""

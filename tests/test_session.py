@@ -11,7 +11,11 @@ import textwrap
 import pytest
 from fakes import FakeClock
 
+from wattwise.advisor import Recommendation
+from wattwise.budget import Budget
+from wattwise.carbon import resolve_intensity
 from wattwise.config import Config
+from wattwise.forecast import Forecast
 from wattwise.meter import EnergyMeter
 from wattwise.report import RunReport, emissions_csv_columns
 from wattwise.session import CARBON_KG, POWER_W, STEP_J, TOTAL_KWH, Session
@@ -384,6 +388,40 @@ def test_an_energy_budget_warns_from_the_forecast_and_acts_on_the_measure(tmp_pa
         assert stopped_at is None and report.budget["stopped_at_step"] is None
         exceeded = next(n for n in report.notes if n.startswith("budget exceeded at training step "))
         assert 500 <= int(exceeded.split()[5].rstrip(":")) <= 510
+
+
+def test_a_forecast_budget_warning_names_a_recommendation_whose_saving_would_fit_it():
+    """The advice is asked for only when the warning fires; the first (highest-ranked) change whose
+    estimated saving brings the forecast's low end within every budget is named, in the framework's
+    terms; a carbon-only change (another grid) cannot fit an energy budget."""
+    grid = resolve_intensity(carbon_intensity_g_per_kwh=100.0)
+    forecast = Forecast(at_step=100, planned_steps=1000, energy_j=10_000.0, energy_low_j=9_000.0,
+                        energy_high_j=11_000.0, duration_s=100.0, duration_low_s=90.0, duration_high_s=110.0,
+                        warmup_steps=0, eval_passes_expected=0)
+
+    def rec(rule: str, saving_pct: float, energy: bool = True) -> Recommendation:
+        return Recommendation(rule=rule, title=rule, change={"transformers": f"TrainingArguments({rule}=True)"},
+                              evidence="e", saving_j=1.0 if energy else 0.0, saving_kg=1.0, saving_pct=saving_pct,
+                              method="m", confidence="medium", source="s")
+
+    region, small, big = rec("region", 90.0, energy=False), rec("small", 5.0), rec("big", 20.0)
+    asked = []
+
+    def advice():
+        asked.append(1)
+        return [region, small, big]
+
+    roomy = Budget(kwh=9_500.0 / 3.6e6, kg_co2e=None, on_budget="warn", grid=grid)
+    assert roomy.check_forecast(forecast, 1_000.0, advice=advice) is None and asked == []
+    energy_budget = Budget(kwh=8_000.0 / 3.6e6, kg_co2e=None, on_budget="warn", grid=grid)  # 9000 x 0.8 fits
+    warning = energy_budget.check_forecast(forecast, 1_000.0, advice=advice, framework="transformers")
+    assert "would fit it by its estimate (20% saved, medium confidence): TrainingArguments(big=True)" in warning
+    assert asked == [1]
+    carbon_budget = Budget(kwh=None, kg_co2e=grid.kg_for_j(9_000.0) * 0.5, on_budget="warn", grid=grid)
+    warning = carbon_budget.check_forecast(forecast, 1_000.0, advice=advice, framework="transformers")
+    assert "TrainingArguments(region=True)" in warning  # 90% less carbon fits a carbon budget
+    tight = Budget(kwh=1_000.0 / 3.6e6, kg_co2e=None, on_budget="warn", grid=grid)
+    assert "would fit" not in tight.check_forecast(forecast, 1_000.0, advice=advice)
 
 
 def test_a_carbon_budget_uses_the_grid_intensity(tmp_path, steady_source):
