@@ -78,6 +78,13 @@ class Hardware:
     # registry run on that device to calibrate this row; e.g. "NVIDIA A100-SXM4-80GB" -> a100, 80gb
     match: tuple[str, ...] = ()
 
+    def peak_tflops_at(self, precision: str | None) -> float | None:
+        """Dense TFLOP/s at ``precision``: tf32 on a device without TF32 tensor cores runs at the fp32
+        rate; None for a precision the device does not support (or none given)."""
+        if precision in self.peak_tflops:
+            return self.peak_tflops[precision]
+        return self.peak_tflops.get("fp32") if precision == "tf32" else None
+
 
 # Vendor datasheet figures: TDP (maximum board power) and *dense* peak Tensor/CUDA core TFLOP/s.
 # Datasheets print tensor-core figures "with sparsity"; those are halved here. fp16/bf16 are with FP32
@@ -242,8 +249,7 @@ def calibrate_from_registry(
         return None, f"no: {found} in {reg.path}"
 
     def peak_for(run: Any) -> float:  # the device's peak at the precision the run trained in
-        precision = getattr(run, "precision", None) or ""
-        tflops = hw.peak_tflops.get(precision) or (hw.peak_tflops.get("fp32") if precision == "tf32" else None)
+        tflops = hw.peak_tflops_at(getattr(run, "precision", None))
         return tflops * 1e12 if tflops else per_device_peak_flops
 
     fit = fit_efficiency(usable, peak_for)
@@ -472,16 +478,15 @@ def estimate(
         else:
             scale = 1.0
         board_power = hw.tdp_w * scale
-        if precision in hw.peak_tflops:
-            table_peak = hw.peak_tflops[precision] * scale
-        elif precision == "tf32":
-            table_peak = hw.peak_tflops["fp32"] * scale
-            assumptions.append(f"{hw.name} has no TF32 tensor cores: tf32 runs at the fp32 rate")
-        else:
+        table_tflops = hw.peak_tflops_at(precision)
+        if table_tflops is None:
             raise ValueError(
                 f"precision {precision!r} is not supported by {hw.name}; accepted: "
                 f"{', '.join(sorted(set(hw.peak_tflops) | {'tf32'}, key=PRECISIONS.index))}"
             )
+        table_peak = table_tflops * scale
+        if precision not in hw.peak_tflops:
+            assumptions.append(f"{hw.name} has no TF32 tensor cores: tf32 runs at the fp32 rate")
         name = hw.name if hw.kind != "cpu" else f"cpu ({cpu_cores} cores)"
         if hw.kind == "cpu":
             assumptions.append(

@@ -568,10 +568,7 @@ class Session:
             "node": self.node,
             "node_leader": self.node_leader,
             "energy_j": self._so_far()[0],
-            "components": [
-                {**dataclasses.asdict(c), "energy_j": end - begin}
-                for c, begin, end in zip(self.meter.components, self._first.energy_j, self._last.energy_j, strict=True)
-            ],
+            "components": [dataclasses.asdict(c) for c in self._components().values()],
         }
         try:
             return self._reducer.gather(mine)

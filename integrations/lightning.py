@@ -373,8 +373,7 @@ def _monitored(trainer) -> tuple[str, bool]:
 
 def _is_log_step(trainer, step: int) -> bool:
     """Lightning's own rule for writing step metrics to the loggers, at the end of a stepping batch."""
-    every = trainer.log_every_n_steps
-    return bool(every and step % every == 0) or trainer.should_stop or bool(trainer.fast_dev_run)
+    return _every_rank_logs(trainer, step) or trainer.should_stop
 
 
 def _every_rank_logs(trainer, step: int) -> bool:
