@@ -2,7 +2,7 @@
 
 Run:  python benchmarks/forecast_accuracy.py [--only NAME,NAME] [--window-s 0.05] [--detail]
 
-Seven training runs (about 22-48 s each on a 2-core CPU, offline; 4-5 minutes in all) across the
+Nine training runs (about 22-48 s each on a 2-core CPU, offline; about 7 minutes in all) across the
 three integrations, each with the real ``EnergyCallback`` (``print_summary=False``,
 ``write_files=False``, ``registry=False``) and a planned step count the framework knows
 (``max_steps``, or epochs x batches):
@@ -10,11 +10,18 @@ three integrations, each with the real ``EnergyCallback`` (``print_summary=False
 - ``hf-steady``       HF Trainer, tiny GPT-2 built from a config, fixed sequence length, no evaluation, 800 steps;
 - ``hf-eval``         same, evaluating every 10 steps (evaluation is about a fifth of the energy);
 - ``hf-varlen``       same, 500 steps, sequence length drawn per sample (8-256 tokens, log-uniform): batch cost varies;
-- ``pl-warmup``       Lightning MLP, 3000 steps, whose first 8 steps each burn about 0.4 s of extra CPU (ARTIFICIAL
-                      warm-up, standing in for compilation / autotuning; a sleep would cost no CPU energy);
+- ``hf-compile``      same as hf-steady with ``torch_compile=True``: TorchInductor compiles the model on the first step;
+- ``pl-compile``      Lightning MLP compiled with ``torch.compile``, 10 epochs of 300 steps;
 - ``pl-epochs``       Lightning, 20 epochs of 200 steps (one epoch = 5% of the plan), validation every epoch;
 - ``keras-epochs``    Keras (KERAS_BACKEND=torch), 20 epochs of 120 steps with a validation split;
-- ``keras-steady``    Keras, one epoch of 4500 steps, no validation.
+- ``keras-steady``    Keras, one epoch of 4500 steps, no validation;
+- ``keras-compile``   Keras with ``jit_compile=True`` (``torch.compile`` of the train step), 10 epochs of 300 steps.
+
+The three compiled runs are the warm-up-heavy shape, with real compilation (TorchInductor generates
+and builds C++ kernels in worker processes, which the CPU estimate counts as the run's children):
+the first step costs 50-110 J, a fifth to a third of the run. TorchInductor's cache is pointed at a
+fresh directory for each invocation (``TORCHINDUCTOR_CACHE_DIR``, unless set), so every invocation
+compiles from cold, as a first run of a model does.
 
 Why this long: at 5-20 s a run, 10% of it (0.5-2 s) fell inside the process's start-up transient
 (allocator, thread pools, first-iteration caches, Keras tracing), a share of the run that no real
@@ -47,11 +54,14 @@ Everything is offline and on the CPU (``CUDA_VISIBLE_DEVICES=""``).
 from __future__ import annotations
 
 import argparse
+import atexit
 import math
 import os
 import platform
+import shutil
 import statistics
 import sys
+import tempfile
 import time
 import warnings
 from collections.abc import Callable
@@ -62,6 +72,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+if "TORCHINDUCTOR_CACHE_DIR" not in os.environ:  # compile from cold in every invocation (see above)
+    os.environ["TORCHINDUCTOR_CACHE_DIR"] = tempfile.mkdtemp(prefix="wattwise-bench-inductor-")
+    atexit.register(shutil.rmtree, os.environ["TORCHINDUCTOR_CACHE_DIR"], ignore_errors=True)
 
 import torch  # noqa: E402
 
@@ -184,7 +197,7 @@ def energy_options(window_s: float) -> dict:
 
 
 def _hf(name: str, shape: str, window_s: float, *, max_steps: int, eval_steps: int | None = None,
-        varlen: bool = False) -> tuple:
+        varlen: bool = False, compile: bool = False) -> tuple:
     from datasets import Dataset
     from transformers import GPT2Config, GPT2LMHeadModel, PrinterCallback, Trainer, TrainingArguments
 
@@ -221,7 +234,7 @@ def _hf(name: str, shape: str, window_s: float, *, max_steps: int, eval_steps: i
         output_dir=os.path.join(os.environ.get("TMPDIR", "/tmp"), f"wattwise-bench-{name}"),
         max_steps=max_steps, per_device_train_batch_size=8, per_device_eval_batch_size=16,
         logging_steps=25, eval_strategy="steps" if eval_steps else "no", eval_steps=eval_steps,
-        save_strategy="no", report_to=[], use_cpu=True, disable_tqdm=True, seed=0,
+        save_strategy="no", report_to=[], use_cpu=True, disable_tqdm=True, seed=0, torch_compile=compile,
     )
     energy, probe = EnergyCallback(**energy_options(window_s)), Probe()
     trainer = Trainer(model=model, args=args, train_dataset=tokens(8 * max_steps, 0),  # one epoch
@@ -232,8 +245,8 @@ def _hf(name: str, shape: str, window_s: float, *, max_steps: int, eval_steps: i
     return "transformers", shape, energy.report, probe, 1
 
 
-def _pl(name: str, shape: str, window_s: float, *, epochs: int, batches: int, warmup_steps: int = 0,
-        val_batches: int = 0) -> tuple:
+def _pl(name: str, shape: str, window_s: float, *, epochs: int, batches: int, val_batches: int = 0,
+        compile: bool = False) -> tuple:
     import lightning.pytorch as pl
     from torch.utils.data import DataLoader, TensorDataset
 
@@ -256,11 +269,6 @@ def _pl(name: str, shape: str, window_s: float, *, epochs: int, batches: int, wa
             )
 
         def training_step(self, b, i):
-            if self.global_step < warmup_steps:  # ARTIFICIAL warm-up: burn ~0.4 s of CPU
-                until = time.perf_counter() + 0.4
-                a = torch.randn(256, 256)
-                while time.perf_counter() < until:
-                    a = torch.tanh(a @ a)
             x, y = b
             return torch.nn.functional.cross_entropy(self.net(x), y)
 
@@ -279,11 +287,13 @@ def _pl(name: str, shape: str, window_s: float, *, epochs: int, batches: int, wa
         default_root_dir=os.path.join(os.environ.get("TMPDIR", "/tmp"), f"wattwise-bench-{name}"),
     )
     torch.manual_seed(0)
-    trainer.fit(MLP(), data(batches * batch, 0, True), data(val_batches * batch, 1, False) if val_batches else None)
+    module = torch.compile(MLP()) if compile else MLP()
+    trainer.fit(module, data(batches * batch, 0, True), data(val_batches * batch, 1, False) if val_batches else None)
     return "lightning", shape, energy.report, probe, epochs
 
 
-def _keras(name: str, shape: str, window_s: float, *, epochs: int, batches: int, validation: float = 0.0) -> tuple:
+def _keras(name: str, shape: str, window_s: float, *, epochs: int, batches: int, validation: float = 0.0,
+           compile: bool = False) -> tuple:
     import keras
     import numpy as np
 
@@ -299,7 +309,8 @@ def _keras(name: str, shape: str, window_s: float, *, epochs: int, batches: int,
         keras.Input((features,)), keras.layers.Dense(1024, activation="relu"),
         keras.layers.Dense(1024, activation="relu"), keras.layers.Dense(classes),
     ])
-    model.compile(optimizer="adam", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.compile(optimizer="adam", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                  jit_compile=compile)
     energy, probe = EnergyCallback(**energy_options(window_s)), Probe()
     model.fit(x, y, batch_size=batch, epochs=epochs, validation_split=validation, verbose=0,
               callbacks=[energy, keras_probe(probe)])
@@ -310,10 +321,13 @@ RUNS: dict[str, Callable[[str, float], tuple]] = {
     "hf-steady": lambda n, w: _hf(n, "steady", w, max_steps=800),
     "hf-eval": lambda n, w: _hf(n, "eval-heavy (every 10 steps)", w, max_steps=800, eval_steps=10),
     "hf-varlen": lambda n, w: _hf(n, "variable seq length", w, max_steps=500, varlen=True),
-    "pl-warmup": lambda n, w: _pl(n, "warm-up (artificial, 8 x 0.4 s)", w, epochs=1, batches=3000, warmup_steps=8),
+    "hf-compile": lambda n, w: _hf(n, "warm-up: torch_compile", w, max_steps=800, compile=True),
+    "pl-compile": lambda n, w: _pl(n, "warm-up: torch.compile, 10 epochs", w, epochs=10, batches=300, compile=True),
     "pl-epochs": lambda n, w: _pl(n, "multi-epoch (20) + val", w, epochs=20, batches=200, val_batches=50),
     "keras-epochs": lambda n, w: _keras(n, "multi-epoch (20) + val", w, epochs=20, batches=120, validation=0.2),
     "keras-steady": lambda n, w: _keras(n, "steady", w, epochs=1, batches=4500),
+    "keras-compile": lambda n, w: _keras(n, "warm-up: jit_compile, 10 epochs", w, epochs=10, batches=300,
+                                         compile=True),
 }
 
 
