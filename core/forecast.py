@@ -16,7 +16,9 @@ What makes naive extrapolation ("first epoch x epochs") wrong, and what is done 
   leading windows whose energy per step stands out above the level of the later half of the steps
   seen (a step-weighted median, so it can be judged from a handful of windows); no forecast is
   given until four steady windows follow the warm-up;
-- evaluation: passes are projected separately, at the observed cadence (or ``eval_every_steps``);
+- evaluation: passes are projected separately, at the observed cadence (or ``eval_every_steps``),
+  each at the mean cost of the passes measured; scheduled passes with none measured yet are counted
+  in ``eval_passes_unmeasured`` and left out of the forecast (their cost is unknown until the first);
 - drift: the remainder is projected at the rate of the *recent* half of the steady steps, and the
   difference between the recent and the earlier half widens the interval;
 - noise: the steady windows are cut into contiguous blocks; the spread of the block rates (with a
@@ -70,6 +72,9 @@ class Forecast:
     eval_passes_expected: int
     confidence: float = 0.9
     tail_j: float = 0.0  # projected energy after the last step (teardown), inside energy_j
+    # evaluation passes the schedule says are coming whose cost is unknown (none measured yet): they
+    # are not in energy_j nor in its interval, which then only covers the training steps
+    eval_passes_unmeasured: int = 0
 
 
 @dataclass
@@ -184,7 +189,7 @@ class Forecaster:
             energy_j=e[0], energy_low_j=e[1], energy_high_j=e[2],
             duration_s=d[0], duration_low_s=d[1], duration_high_s=d[2],
             warmup_steps=warmup_steps, eval_passes_expected=passes, confidence=self.confidence,
-            tail_j=energy.tail,
+            tail_j=energy.tail, eval_passes_unmeasured=0 if self._eval_passes else passes,
         )
 
     # ---- internals -------------------------------------------------------------------------------
@@ -220,16 +225,22 @@ class Forecaster:
 
     def _future_eval_passes(self, remaining_steps: int) -> int:
         if self.eval_every_steps:
-            end = self._steps + remaining_steps
-            return end // self.eval_every_steps - self._steps // self.eval_every_steps
+            return self._passes_after(self.eval_every_steps, remaining_steps)
         if not self._eval_passes or remaining_steps == 0:
             return 0
         positions = [step for step, _, _ in self._eval_passes]
         gaps = [b - a for a, b in zip([0, *positions[:-1]], positions, strict=True) if b > a]
         if not gaps:
             return 0
-        every = statistics.median(gaps)
-        return int((self._steps + remaining_steps) // every - self._steps // every)
+        return self._passes_after(statistics.median(gaps), remaining_steps)
+
+    def _passes_after(self, every: float, remaining_steps: int) -> int:
+        """Passes still to run at a cadence of ``every`` steps: those due by the end of the plan less
+        those run. A pass due at the step just made may not have run yet (a forecast taken at the end
+        of that step comes before it), so the passes seen decide, within what the steps allow."""
+        due = int((self._steps + remaining_steps) // every)
+        done = min(max(len(self._eval_passes), int(max(self._steps - 1, 0) // every)), int(self._steps // every))
+        return max(due - done, 0)
 
     def _eval_costs(self) -> tuple[float, float, float, float]:
         if not self._eval_passes:
@@ -371,4 +382,5 @@ def _record(fraction: float, step: int, forecast: Forecast | None) -> dict[str, 
         "energy_low_j": forecast.energy_low_j if forecast else None,
         "energy_high_j": forecast.energy_high_j if forecast else None,
         "duration_s": forecast.duration_s if forecast else None,
+        "eval_passes_unmeasured": forecast.eval_passes_unmeasured if forecast else 0,
     }

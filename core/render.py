@@ -83,7 +83,7 @@ def tables(report: RunReport) -> list[Table]:
             "forecast accuracy (the whole run's energy, forecast at each point of the plan)",
             ["at", "step", "forecast", "90% interval", "error"],
             [
-                [f"{100 * f['fraction']:g}%", str(f["at_step"]), format_energy(f["energy_j"]),
+                [f"{100 * f['fraction']:g}%", str(f["at_step"]), _forecast_cell(f),
                  f"{format_energy(f['energy_low_j'])} - {format_energy(f['energy_high_j'])}",
                  f"{f['error_pct']:+.1f}%" if f.get("error_pct") is not None else "n/a (run not complete)"]
                 for f in made
@@ -249,6 +249,13 @@ def plain_table(table: Table, indent: str = "") -> str:
         lines.append(line(row))
         lines.extend(f"{indent}    {detail}" for detail in (table.details[i] if table.details else []))
     return "\n".join(lines)
+
+
+def _forecast_cell(milestone: dict) -> str:
+    """The forecast, and what it left out: scheduled evaluation passes none of which had run yet."""
+    unmeasured = milestone.get("eval_passes_unmeasured") or 0
+    cell = format_energy(milestone["energy_j"])
+    return f"{cell} (without {unmeasured} eval passes, none run yet)" if unmeasured else cell
 
 
 def _last_error(report: RunReport) -> str:

@@ -62,6 +62,10 @@ TOTAL_KWH = "energy/total_kwh"
 EVAL_J = "energy/eval_j"
 TEST_J = "energy/test_j"
 PREDICT_J = "energy/predict_j"
+UNMEASURED_EVAL_NOTE = (
+    "evaluation passes are scheduled but none has run yet: forecasts leave them out (and their interval "
+    "covers the training steps only) until the first one is measured"
+)
 FORECAST_KWH = "energy/forecast_kwh"
 FORECAST_LOW_KWH = "energy/forecast_low_kwh"
 FORECAST_HIGH_KWH = "energy/forecast_high_kwh"
@@ -371,7 +375,7 @@ class Session:
         now = self._last.timestamp_s
         done = bool(self.planned_steps) and self._phases["train"].steps >= self.planned_steps
         if done or now - self._forecast_at_s >= max(self.config.window_s, FORECAST_EVERY_S):
-            self._forecast = self._scaled(self.forecaster.forecast(*self._so_far()))
+            self._forecast = self._project()
             self._forecast_at_s = now
             if self._forecast is not None and (
                 warning := self.budget.check_forecast(
@@ -478,9 +482,15 @@ class Session:
         this happens at the syncs, which are placed at the milestones, so it is of the totals."""
         if self._reducer is not None and not at_sync:
             return
-        self._milestones.update(
-            self._global_step, self.planned_steps, lambda: self._scaled(self.forecaster.forecast(*self._so_far()))
-        )
+        self._milestones.update(self._global_step, self.planned_steps, self._project)
+
+    def _project(self) -> Forecast | None:
+        """The forecaster's projection of the run from what was measured so far (across ranks, scaled
+        to the totals); a projection that leaves scheduled evaluation out says so in the notes."""
+        forecast = self._scaled(self.forecaster.forecast(*self._so_far()))
+        if forecast is not None and forecast.eval_passes_unmeasured:
+            self.note(UNMEASURED_EVAL_NOTE, level=logging.INFO)
+        return forecast
 
     # ---- across ranks --------------------------------------------------------------------------
 

@@ -138,7 +138,7 @@ class EnergyCallback(*_BASES):
         self._seen_step = trainer.global_step  # a resumed run restores global_step before this hook
         self._start(trainer, "train")
         # after a sanity-check validation the session started before the plan was known
-        self._session.plan(_planned_steps(trainer, self._session))
+        self._session.plan(_planned_steps(trainer, self._session), eval_every_steps=_eval_every_steps(trainer))
         self._session.set_work(model=pl_module)  # for the run registry's calibration
         loader = _train_loader(trainer)
         self._session.evidence.describe(
@@ -340,6 +340,36 @@ def _planned_steps(trainer, session: Session) -> int | None:
         return None
     left = int(planned) - trainer.global_step
     return left if left > 0 else None
+
+
+def _eval_every_steps(trainer) -> int | None:
+    """Optimizer steps between validation passes, from the trainer's schedule
+    (``val_check_interval``, ``check_val_every_n_epoch``, ``accumulate_grad_batches``).
+
+    None, and the cadence is inferred from the passes seen, when validation is off or the schedule
+    has no fixed step cadence (several checks per epoch every n > 1 epochs), or when a resumed run
+    starts between two passes (the forecaster counts steps from the start of this call).
+    """
+    if not getattr(trainer, "enable_validation", False):
+        return None
+    every_batches = getattr(trainer, "val_check_batch", None)
+    per_epoch = getattr(trainer, "num_training_batches", None)
+    every_n_epochs = getattr(trainer, "check_val_every_n_epoch", None)
+    if not isinstance(every_batches, int) or every_batches <= 0:
+        return None
+    accumulate = max(int(trainer.accumulate_grad_batches or 1), 1)
+    if isinstance(per_epoch, int) and every_batches >= per_epoch and every_n_epochs:  # every n-th epoch's end
+        steps = math.ceil(per_epoch / accumulate) * every_n_epochs  # an epoch's last batch always steps
+    elif every_batches % accumulate == 0 and (
+        every_n_epochs is None  # every so many batches, counted across epochs
+        or (every_n_epochs == 1 and isinstance(per_epoch, int) and per_epoch % every_batches == 0)  # k per epoch
+    ):
+        steps = every_batches // accumulate
+    else:
+        return None
+    if steps <= 0 or trainer.global_step % steps:
+        return None
+    return steps
 
 
 def _precision(trainer) -> str | None:

@@ -54,6 +54,22 @@ def test_evaluation_passes_are_projected_at_their_cadence():
     assert forecast.energy_j == pytest.approx(2000.0 + 1200.0 + 800 * 10.0 + 16 * 300.0)
 
 
+def test_scheduled_passes_none_measured_are_counted_apart_until_the_first_is_measured():
+    f = Forecaster(planned_steps=1000, eval_every_steps=250)
+    for _ in range(20):
+        f.add_window(steps=5, energy_j=50.0, duration_s=0.5)
+    before = f.forecast()
+    # four passes are scheduled (steps 250 ... 1000), their cost is unknown: left out and said so
+    assert (before.eval_passes_expected, before.eval_passes_unmeasured) == (4, 4)
+    assert before.energy_j == pytest.approx(1000 * 10.0)
+    for _ in range(30):
+        f.add_window(steps=5, energy_j=50.0, duration_s=0.5)
+    f.add_eval_pass(energy_j=400.0, duration_s=4.0)  # the first pass, at step 250
+    after = f.forecast()
+    assert (after.eval_passes_expected, after.eval_passes_unmeasured) == (3, 0)
+    assert after.energy_j == pytest.approx(1000 * 10.0 + 4 * 400.0)
+
+
 def test_the_interval_widens_with_noise_and_holds_the_truth():
     rng = random.Random(0)
     covered = 0
@@ -243,7 +259,7 @@ def test_the_end_of_the_run_is_projected_from_the_gaps_between_steps():
 
 def test_an_empty_milestone_is_filled_before_the_next_one_and_not_after():
     class Made:
-        energy_j, energy_low_j, energy_high_j, duration_s = 100.0, 90.0, 110.0, 10.0
+        energy_j, energy_low_j, energy_high_j, duration_s, eval_passes_unmeasured = 100.0, 90.0, 110.0, 10.0, 0
 
     m = Milestones(fractions=(0.01, 0.02, 0.05))
     m.update(step=10, planned_steps=1000, forecast=lambda: None)  # 1% reached, nothing to say yet

@@ -255,6 +255,33 @@ def test_gradient_accumulation_counts_optimizer_steps_not_batches(tmp_path):
     assert len([r for r in read_rows(f"{logger.log_dir}/metrics.csv") if r["energy/step_j"]]) == 6
 
 
+@pytest.mark.parametrize(
+    ("schedule", "every"),
+    [
+        (dict(max_epochs=4, check_val_every_n_epoch=2), 16),  # 8 batches an epoch
+        (dict(max_epochs=2, val_check_interval=0.5), 4),
+        (dict(max_epochs=2, val_check_interval=3, check_val_every_n_epoch=None), 3),
+        (dict(max_epochs=2, accumulate_grad_batches=3), 3),  # 3 optimizer steps an epoch
+        (dict(max_epochs=4, val_check_interval=0.25, check_val_every_n_epoch=2), None),  # no fixed cadence
+    ],
+)
+def test_the_validation_schedule_gives_the_forecast_its_cadence(tmp_path, schedule, every):
+    callback = energy()
+    trainer = make_trainer(LIGHTNING, tmp_path, [callback], max_steps=-1, num_sanity_val_steps=0, **schedule)
+    trainer.fit(tiny_module(LIGHTNING), loader(64), loader(16, seed=1))
+    report = callback.report
+    assert callback._session.forecaster.eval_every_steps == every
+    if every is not None:  # the cadence read from the trainer predicts the passes that ran
+        assert report.by_phase["eval"].passes == report.train_steps // every
+
+
+def test_without_validation_there_is_no_evaluation_cadence(tmp_path):
+    callback = energy()
+    trainer = make_trainer(LIGHTNING, tmp_path, [callback], max_steps=-1, max_epochs=1)
+    trainer.fit(tiny_module(LIGHTNING), loader(64))
+    assert callback._session.forecaster.eval_every_steps is None
+
+
 def test_works_with_early_stopping_and_model_checkpoint_on_its_own_metric(tmp_path):
     from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 

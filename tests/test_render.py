@@ -22,13 +22,15 @@ from wattwise.session import Session
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
-def tracked_run(tmp_path, steady_source, *, eval_steps=40, watts=None, name="run") -> RunReport:
+def tracked_run(tmp_path, steady_source, *, eval_steps=40, watts=None, name="run", eval_every=None) -> RunReport:
     """A run of 200 steps of 10 ms with an evaluation every 50 steps, written under tmp_path/name."""
     clock = FakeClock()
     config = Config.from_kwargs(country_iso_code="FRA", print_summary=False, window_s=0.1)
     session = Session(config, framework="transformers", clock=clock)
     meter = EnergyMeter([steady_source(watts or {"gpu:0": 200.0, "cpu": 50.0}, clock)], clock=clock)
     session.start(output_dir=tmp_path / name, planned_steps=200, meter=meter)
+    if eval_every:  # the framework says when it evaluates (HF eval_steps, Lightning's schedule)
+        session.plan(200, eval_every_steps=eval_every)
     for step in range(1, 201):
         clock.now += 0.01
         session.step()
@@ -70,6 +72,15 @@ def test_summary_shows_measured_and_estimated_and_the_forecast_error(tmp_path, s
     assert "measured" in gpu_line and "estimated" in cpu_line
     scored = [f for f in report.forecasts if f["error_pct"] is not None]
     assert scored and f"{scored[-1]['error_pct']:+.1f}%" in text
+
+
+def test_a_forecast_made_before_any_scheduled_evaluation_says_what_it_left_out(tmp_path, steady_source):
+    report = tracked_run(tmp_path, steady_source, eval_every=50)
+    early = next(f for f in report.forecasts if f["energy_j"] is not None)
+    assert early["at_step"] == 50 and early["eval_passes_unmeasured"] == 4  # taken before step 50's pass
+    assert "without 4 eval passes, none run yet" in plain_summary(report)
+    later = [f for f in report.forecasts if f["at_step"] > 50]
+    assert later and all(f["eval_passes_unmeasured"] == 0 for f in later)
 
 
 class Terminal(io.StringIO):

@@ -18,7 +18,7 @@ from wattwise.config import Config
 from wattwise.forecast import Forecast
 from wattwise.meter import EnergyMeter
 from wattwise.report import RunReport, emissions_csv_columns
-from wattwise.session import CARBON_KG, POWER_W, STEP_J, TOTAL_KWH, Session
+from wattwise.session import CARBON_KG, POWER_W, STEP_J, TOTAL_KWH, UNMEASURED_EVAL_NOTE, Session
 from wattwise.windows import TIMELINE_POINTS
 
 
@@ -325,6 +325,28 @@ def test_forecasts_are_logged_and_scored_against_the_measured_total(tmp_path, st
     assert scored[0]["at_step"] == 25
     assert all(f["fraction"] * 1000 <= f["at_step"] < f["fraction"] * 1000 + 10 for f in scored[1:])
     assert all(abs(f["error_pct"]) < 1.0 for f in scored)
+    assert RunReport.from_dict(report.to_dict()) == report
+
+
+def test_forecasts_made_before_the_first_scheduled_evaluation_say_they_leave_it_out(tmp_path, steady_source):
+    clock = FakeClock()
+    session = make_session(tmp_path, clock, [steady_source({"gpu:0": 100.0}, clock)], window_s=0.5)
+    session.plan(1000, eval_every_steps=500)
+    for step in range(1, 1001):
+        clock.now += 0.1
+        session.step()
+        if step % 500 == 0:
+            session.begin("eval")
+            clock.now += 5.0
+            session.end("eval")
+    report = session.finish()
+    by_fraction = {f["fraction"]: f for f in report.forecasts}
+    # before step 500 no pass has run: both passes are left out, and the forecasts say so
+    assert by_fraction[0.25]["eval_passes_unmeasured"] == 2
+    assert by_fraction[0.25]["error_pct"] == pytest.approx(-100.0 * 1000.0 / 11_000.0, abs=1.0)
+    assert UNMEASURED_EVAL_NOTE in report.notes
+    # the 50% milestone is taken at the step, before that step's pass; later forecasts price the passes
+    assert by_fraction[0.5]["eval_passes_unmeasured"] == 2
     assert RunReport.from_dict(report.to_dict()) == report
 
 
