@@ -2,13 +2,13 @@
 
 Run:  python benchmarks/forecast_accuracy.py [--only NAME,NAME] [--window-s 0.05] [--detail]
 
-Nine training runs (about 22-48 s each on a 2-core CPU, offline; about 7 minutes in all) across the
+Nine training runs (about 22-60 s each on a 2-core CPU, offline; about 6 minutes in all) across the
 three integrations, each with the real ``EnergyCallback`` (``print_summary=False``,
 ``write_files=False``, ``registry=False``) and a planned step count the framework knows
 (``max_steps``, or epochs x batches):
 
 - ``hf-steady``       HF Trainer, tiny GPT-2 built from a config, fixed sequence length, no evaluation, 800 steps;
-- ``hf-eval``         same, evaluating every 10 steps (evaluation is about a fifth of the energy);
+- ``hf-eval``         same, evaluating every 10 steps (evaluation is about 23% of the energy);
 - ``hf-varlen``       same, 500 steps, sequence length drawn per sample (8-256 tokens, log-uniform): batch cost varies;
 - ``hf-compile``      same as hf-steady with ``torch_compile=True``: TorchInductor compiles the model on the first step;
 - ``pl-compile``      Lightning MLP compiled with ``torch.compile``, 10 epochs of 300 steps;
@@ -19,7 +19,7 @@ three integrations, each with the real ``EnergyCallback`` (``print_summary=False
 
 The three compiled runs are the warm-up-heavy shape, with real compilation (TorchInductor generates
 and builds C++ kernels in worker processes, which the CPU estimate counts as the run's children):
-the first step costs 50-110 J, a fifth to a third of the run. TorchInductor's cache is pointed at a
+the first step costs 20-150 J, a tenth to two fifths of the run. TorchInductor's cache is pointed at a
 fresh directory for each invocation (``TORCHINDUCTOR_CACHE_DIR``, unless set), so every invocation
 compiles from cold, as a first run of a model does.
 

@@ -29,7 +29,9 @@ also logs the totals. Lightning allows no logging in prediction: its energy is i
 
 A "step" is an optimizer step (``trainer.global_step``), so ``accumulate_grad_batches`` is
 accounted for. Validation, test and prediction are measured as their own phases (``eval``,
-``test``, ``predict``) with their batches and samples, never as training.
+``test``, ``predict``) with their batches and samples, never as training. The forecast projects
+validation passes at the trainer's schedule (``val_check_interval``, ``check_val_every_n_epoch``);
+until the first one has run, it leaves them out and says so.
 
 Every trainer call (``fit``, ``validate``, ``test``, ``predict``) is one tracked run: at its end the
 callback prints a summary, sets ``report`` (a ``wattwise.RunReport``; ``reports`` keeps every call's)
