@@ -10,6 +10,7 @@ three integrations, each with the real ``EnergyCallback`` (``print_summary=False
 - ``hf-steady``       HF Trainer, tiny GPT-2 built from a config, fixed sequence length, no evaluation, 800 steps;
 - ``hf-eval``         same, evaluating every 10 steps (evaluation is about 23% of the energy);
 - ``hf-varlen``       same, 500 steps, sequence length drawn per sample (8-256 tokens, log-uniform): batch cost varies;
+                      every HF run sets ``include_num_input_tokens_seen="all"``, so wattwise knows each step's tokens;
 - ``hf-compile``      same as hf-steady with ``torch_compile=True``: TorchInductor compiles the model on the first step;
 - ``pl-compile``      Lightning MLP compiled with ``torch.compile``, 10 epochs of 300 steps;
 - ``pl-epochs``       Lightning, 20 epochs of 200 steps (one epoch = 5% of the plan), validation every epoch;
@@ -235,6 +236,7 @@ def _hf(name: str, shape: str, window_s: float, *, max_steps: int, eval_steps: i
         max_steps=max_steps, per_device_train_batch_size=8, per_device_eval_batch_size=16,
         logging_steps=25, eval_strategy="steps" if eval_steps else "no", eval_steps=eval_steps,
         save_strategy="no", report_to=[], use_cpu=True, disable_tqdm=True, seed=0, torch_compile=compile,
+        include_num_input_tokens_seen="all",  # HF counts each step's tokens (padding included): the forecast uses them
     )
     energy, probe = EnergyCallback(**energy_options(window_s)), Probe()
     trainer = Trainer(model=model, args=args, train_dataset=tokens(8 * max_steps, 0),  # one epoch

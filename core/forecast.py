@@ -82,6 +82,11 @@ class _Window:
     steps: int
     energy_j: float
     duration_s: float
+    work: float | None = None  # tokens (or samples) the steps processed, when the framework counts them
+
+
+def _sum_work(a: float | None, b: float | None) -> float | None:
+    return None if a is None or b is None else a + b
 
 
 @dataclass
@@ -120,8 +125,11 @@ class Forecaster:
         self._gap_j = self._gap_s = 0.0
         self._gap_max_j = self._gap_max_s = 0.0
 
-    def add_window(self, steps: int, energy_j: float, duration_s: float) -> None:
-        """A closed training window: its steps, joules and seconds (windows without steps too)."""
+    def add_window(self, steps: int, energy_j: float, duration_s: float, work: float | None = None) -> None:
+        """A closed training window: its steps, joules and seconds (windows without steps too) and,
+        when the framework counts them, the tokens (or samples) its steps processed."""
+        if steps == 0:
+            work = 0.0
         self._steps += steps
         self._energy_j += energy_j
         self._duration_s += duration_s
@@ -136,11 +144,13 @@ class Forecaster:
             last.steps += steps
             last.energy_j += energy_j
             last.duration_s += duration_s
+            last.work = _sum_work(last.work, work)
             return
-        self._windows.append(_Window(steps, energy_j, duration_s))
+        self._windows.append(_Window(steps, energy_j, duration_s, work))
         if len(self._windows) > MAX_WINDOWS:
             merged = [
-                _Window(a.steps + b.steps, a.energy_j + b.energy_j, a.duration_s + b.duration_s)
+                _Window(a.steps + b.steps, a.energy_j + b.energy_j, a.duration_s + b.duration_s,
+                        _sum_work(a.work, b.work))
                 for a, b in zip(self._windows[0::2], self._windows[1::2], strict=False)
             ]
             if len(self._windows) % 2:
@@ -195,8 +205,9 @@ class Forecaster:
     # ---- internals -------------------------------------------------------------------------------
 
     def _warmup_windows(self) -> int:
-        """Leading windows whose joules per step stand out above the steady level, never more than
-        the earlier half of the steps seen; always at least the first (start-up) window.
+        """Leading windows whose joules per step (per token, when known) stand out above the steady
+        level, never more than the earlier half of the steps seen; always at least the first
+        (start-up) window.
 
         The steady level is the step-weighted median of the joules per step over the windows of the
         later half of the steps seen: warm-up windows are few-step windows (slow steps), so weighting
@@ -212,12 +223,17 @@ class Forecaster:
             seen += window.steps
             if seen > half:
                 later.append(window)
-        steady_rate = _weighted_median([(w.energy_j / w.steps, w.steps) for w in later])
+        # with tokens known, a window of long sequences is dear for its tokens, not warm-up
+        per_work = all(w.work for w in windows)
+
+        def unit_cost(w: _Window) -> float:
+            return w.energy_j / (w.work if per_work else w.steps) if w.steps else math.inf
+
+        steady_rate = _weighted_median([(unit_cost(w), w.steps) for w in later])
         budget = MAX_WARMUP_SHARE * self._steps
         dropped, dropped_steps = 0, 0
         for window in self._windows:
-            per_step = window.energy_j / window.steps if window.steps else math.inf
-            if per_step <= WARMUP_FACTOR * steady_rate or dropped_steps + window.steps > budget:
+            if unit_cost(window) <= WARMUP_FACTOR * steady_rate or dropped_steps + window.steps > budget:
                 break
             dropped += 1
             dropped_steps += window.steps
@@ -279,26 +295,43 @@ def min_rel_half_width(seen_steps: int, remaining_steps: int) -> float:
 
 def _rates(windows: list[_Window], field: str) -> tuple[float, float, float]:
     """Per-step rate of the recent half of the steps, the spread of per-step rates between
-    contiguous blocks of windows, and the recent-half rate minus the earlier-half rate."""
+    contiguous blocks of windows, and the recent-half rate minus the earlier-half rate.
+
+    When every window knows the work its steps did (tokens), cost and work are kept apart: the
+    cost per unit of work comes from the recent half (it may drift, and the drift is its change),
+    the work per step from all the steady steps (it varies at random from batch to batch, e.g. with
+    sequence lengths, so the more steps the better), and the rate is their product. The spread is
+    always that of the blocks' cost per step, which is what the remainder averages over.
+    """
     total_steps = sum(w.steps for w in windows)
-    seen, early, late = 0, [0.0, 0], [0.0, 0]
+    total_work = sum(w.work or 0.0 for w in windows)
+    per_work = total_work > 0 and all(w.work is not None and (w.work > 0 or not w.steps) for w in windows)
+    work_per_step = total_work / total_steps if per_work else 1.0
+
+    def rate(cost: float, steps: int, work: float) -> float:
+        return cost / work * work_per_step if per_work else cost / steps
+
+    seen, early, late = 0, [0.0, 0, 0.0], [0.0, 0, 0.0]
     for w in windows:  # a window goes to the half that holds its middle step
         half = late if seen + w.steps / 2.0 >= total_steps / 2.0 else early
         half[0] += getattr(w, field)
         half[1] += w.steps
+        half[2] += w.work or 0.0
         seen += w.steps
-    rate = late[0] / late[1] if late[1] else sum(getattr(w, field) for w in windows) / total_steps
-    drift = rate - early[0] / early[1] if early[1] and late[1] else 0.0
+    known = (lambda half: half[2] > 0) if per_work else (lambda half: half[1] > 0)
+    whole = [sum(getattr(w, field) for w in windows), total_steps, total_work]
+    recent = rate(*late) if known(late) else rate(*whole)
+    drift = recent - rate(*early) if known(early) and known(late) else 0.0
     blocks = min(BLOCKS, len(windows))
     size = len(windows) / blocks
-    block_rates = []
+    block_rates = []  # per step, tokens or not: their spread is what the remainder averages over
     for b in range(blocks):
         chunk = windows[round(b * size) : round((b + 1) * size)]
         steps = sum(w.steps for w in chunk)
         if steps:
             block_rates.append(sum(getattr(w, field) for w in chunk) / steps)
     sd = statistics.stdev(block_rates) if len(block_rates) > 1 else 0.0
-    return rate, sd, drift
+    return recent, sd, drift
 
 
 def _weighted_median(values: list[tuple[float, float]]) -> float:

@@ -183,6 +183,8 @@ class Session:
         self._forecast_at_s = float("-inf")
         self._milestones = Milestones()  # forecasts at 1, 2, 5, 10, 25, 50% of the plan, for the report
         self._window_steps = 0
+        self._window_work = 0.0  # tokens of this window's steps, when the integration counts them
+        self._window_work_steps = 0  # how many of its steps came with their tokens
         self._global_step = 0
         self._first = self._last = self._read()
         self.evidence = EvidenceCollector(meter, self._first)  # what the advisor reads at the end
@@ -246,12 +248,17 @@ class Session:
 
     # ---- hot path ------------------------------------------------------------------------------
 
-    def step(self) -> bool:
-        """One step (an optimizer step in training, a batch in eval/predict) has ended.
+    def step(self, work: float | None = None) -> bool:
+        """One step (an optimizer step in training, a batch in eval/predict) has ended; ``work``:
+        the tokens it processed, when the framework counts them (the forecast then separates the
+        cost per token from the tokens per step, which vary with sequence lengths).
 
         Returns True when this step closed a window (the counters were just read).
         """
         self._window_steps += 1
+        if work is not None:
+            self._window_work += work
+            self._window_work_steps += 1
         if self._sync_step is not None and self._phase == "train" and (
             self._phases["train"].steps + self._window_steps >= self._sync_step
         ):  # across ranks only: a forecast milestone, where every rank syncs
@@ -447,6 +454,8 @@ class Session:
         previous, self._last = self._last, reading
         self._next_read_at = reading.timestamp_s + self.config.window_s
         steps, self._window_steps = self._window_steps, 0
+        work = self._window_work if self._window_work_steps == steps else None  # only if every step said
+        self._window_work, self._window_work_steps = 0.0, 0
         duration_s = reading.timestamp_s - previous.timestamp_s
         if duration_s <= 0 and steps == 0:
             return
@@ -460,7 +469,7 @@ class Session:
         self.evidence.window(reading, phase)
         if phase == "train":
             self._global_step += steps
-            self.forecaster.add_window(steps, sum(deltas), duration_s)
+            self.forecaster.add_window(steps, sum(deltas), duration_s, work)
             self._check_milestones()
         if self._reducer is None and (warning := self.budget.check_measured(self._so_far()[0], self._phases["train"].steps)):
             self.note(warning)  # across ranks the budget is checked at syncs, on the totals, the same on every rank

@@ -65,6 +65,7 @@ class EnergyCallback(TrainerCallback):
         self.config = Config.from_kwargs(**options)
         self._session = Session(self.config, framework="transformers")
         self._training_type = "fine-tuning"  # "pre-training" for a model built from a config
+        self._tokens_seen = 0  # state.num_input_tokens_seen at the previous step
 
     @property
     def report(self) -> RunReport | None:
@@ -77,6 +78,7 @@ class EnergyCallback(TrainerCallback):
             self._session.finish(partial=True)  # no-op unless the previous train() raised
             self._session = Session(self.config, framework="transformers")
         self._place_before_loggers()
+        self._tokens_seen = state.num_input_tokens_seen  # a resumed run restores it first
         self._session.start(
             output_dir=self.config.output_dir or args.output_dir,
             # a resumed run restores global_step first: what is planned is what is left
@@ -91,7 +93,11 @@ class EnergyCallback(TrainerCallback):
 
     @guarded
     def on_step_end(self, args, state, control, **kwargs):
-        self._session.step()
+        tokens = None
+        if args.include_num_input_tokens_seen not in ("no", False, None):  # HF counts each step's tokens
+            tokens = state.num_input_tokens_seen - self._tokens_seen
+            self._tokens_seen = state.num_input_tokens_seen
+        self._session.step(tokens)
         if self._session.stop_requested:  # on_budget="stop" and the budget is spent
             control.should_training_stop = True
         self._maybe_begin_eval(control)

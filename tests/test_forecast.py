@@ -70,6 +70,30 @@ def test_scheduled_passes_none_measured_are_counted_apart_until_the_first_is_mea
     assert after.energy_j == pytest.approx(1000 * 10.0 + 4 * 400.0)
 
 
+def test_with_tokens_the_cost_per_token_and_the_tokens_per_step_are_projected_apart():
+    def feed(f: Forecaster, with_work: bool, drop_one: bool = False) -> None:
+        for i in range(40):  # 0.01 J a token; 100 tokens a step in the earlier half, 50 in the later
+            tokens = 5 * (100 if i < 20 else 50)
+            work = tokens if with_work and not (drop_one and i == 30) else None
+            f.add_window(steps=5, energy_j=0.01 * tokens, duration_s=0.5, work=work)
+
+    by_token, by_step, mixed = (Forecaster(planned_steps=1000) for _ in range(3))
+    feed(by_token, True)
+    feed(by_step, False)
+    feed(mixed, True, drop_one=True)
+    seen_j = 20 * 5.0 + 20 * 2.5
+    # batches vary at random, so the tokens per step of all the steady steps (the first window is
+    # start-up) are the better guess of the next ones; the cost per token is the recent half's (it
+    # has not moved: no drift)
+    tokens_per_step = (19 * 100 + 20 * 50) / 39
+    assert by_token.forecast().energy_j == pytest.approx(seen_j + 800 * 0.01 * tokens_per_step)
+    assert by_token.forecast().warmup_steps == 5  # long sequences cost more per step: not warm-up
+    assert by_step.forecast().energy_j == pytest.approx(seen_j + 800 * 0.5)  # per step: the recent half
+    assert mixed.forecast().energy_j == pytest.approx(by_step.forecast().energy_j)  # one window without: per step
+    # the batches' spread stays in the interval: blocks of 100- and 50-token steps cost 1 and 0.5 J a step
+    assert by_token.forecast().energy_high_j - by_token.forecast().energy_j > 0.1 * 800 * 0.01 * tokens_per_step
+
+
 def test_the_interval_widens_with_noise_and_holds_the_truth():
     rng = random.Random(0)
     covered = 0

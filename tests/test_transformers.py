@@ -157,6 +157,19 @@ def test_gradient_accumulation_counts_optimizer_steps(tmp_path):
     assert len([e for e in trainer.state.log_history if "energy/step_j" in e]) == 5
 
 
+@pytest.mark.parametrize("count", ["all", "no"])
+def test_tokens_counted_by_the_trainer_reach_the_forecast(tmp_path, count):
+    callback = energy(window_s=0.001)
+    trainer = run(tmp_path, callback, eval_n=0, include_num_input_tokens_seen=count)
+    windows = callback._session.forecaster._windows
+    if count == "all":  # 12 steps of 4 sequences of 16 tokens, each window with its steps' tokens
+        assert trainer.state.num_input_tokens_seen == 12 * 4 * 16
+        assert sum(w.work for w in windows) == trainer.state.num_input_tokens_seen
+        assert all(w.work == 64 * w.steps for w in windows)
+    else:
+        assert all(w.work is None for w in windows)
+
+
 def test_epochs_without_max_steps(tmp_path):
     callback = energy()
     run(tmp_path, callback, max_steps=-1, num_train_epochs=2, train_n=32, eval_strategy="epoch")
