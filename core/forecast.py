@@ -21,6 +21,9 @@ What makes naive extrapolation ("first epoch x epochs") wrong, and what is done 
   in ``eval_passes_unmeasured`` and left out of the forecast (their cost is unknown until the first);
 - drift: the remainder is projected at the rate of the *recent* half of the steady steps, and the
   difference between the recent and the earlier half widens the interval;
+- variable sequence lengths: when the framework counts each step's tokens, the cost per token is
+  taken from the recent half and the tokens per step from all the steady steps (batches vary at
+  random, so more of them estimate the next ones better); warm-up is judged per token;
 - noise: the steady windows are cut into contiguous blocks; the spread of the block rates (with a
   Student t factor, since it is estimated from a few blocks) sets the interval, which never
   narrows below a floor: ``MIN_REL_HALF_WIDTH`` of the projected remainder when as many steps are

@@ -20,6 +20,9 @@ TensorBoard, W&B or MLflow, and the console) gets:
 - ``carbon/total_kg``: its kg CO2e (location and PUE applied).
 
 Evaluation log entries get ``energy/eval_j`` (the evaluation pass just finished) and the totals.
+Training logs also carry the forecast of the whole run (``energy/forecast_*``, docs/methodology.md);
+with ``include_num_input_tokens_seen`` on, it knows each step's tokens, which makes it steadier for
+batches of varying length (dynamic padding).
 At the end the callback prints a summary, sets ``report`` (a ``wattwise.RunReport``) and, on the
 main process, writes ``report.json``, ``steps.csv`` and ``emissions.csv`` under
 ``<output_dir>/wattwise/``. Keyword arguments are those of ``wattwise.Config``.
