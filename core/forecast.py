@@ -92,6 +92,13 @@ def _sum_work(a: float | None, b: float | None) -> float | None:
     return None if a is None or b is None else a + b
 
 
+def _counts_work(windows: list[_Window]) -> bool:
+    """True when every window with steps knows the (positive) work of its steps: costs can then be
+    taken per token rather than per step."""
+    with_steps = [w for w in windows if w.steps]
+    return bool(with_steps) and all(w.work for w in with_steps)
+
+
 @dataclass
 class _Part:
     """One projected quantity (energy or time): its rate, spread, drift and tail."""
@@ -227,7 +234,7 @@ class Forecaster:
             if seen > half:
                 later.append(window)
         # with tokens known, a window of long sequences is dear for its tokens, not warm-up
-        per_work = all(w.work for w in windows)
+        per_work = _counts_work(windows)
 
         def unit_cost(w: _Window) -> float:
             return w.energy_j / (w.work if per_work else w.steps) if w.steps else math.inf
@@ -308,7 +315,7 @@ def _rates(windows: list[_Window], field: str) -> tuple[float, float, float]:
     """
     total_steps = sum(w.steps for w in windows)
     total_work = sum(w.work or 0.0 for w in windows)
-    per_work = total_work > 0 and all(w.work is not None and (w.work > 0 or not w.steps) for w in windows)
+    per_work = _counts_work(windows)
     work_per_step = total_work / total_steps if per_work else 1.0
 
     def rate(cost: float, steps: int, work: float) -> float:
@@ -321,10 +328,10 @@ def _rates(windows: list[_Window], field: str) -> tuple[float, float, float]:
         half[1] += w.steps
         half[2] += w.work or 0.0
         seen += w.steps
-    known = (lambda half: half[2] > 0) if per_work else (lambda half: half[1] > 0)
+    # a half with steps has work too when per_work (every window with steps has some)
     whole = [sum(getattr(w, field) for w in windows), total_steps, total_work]
-    recent = rate(*late) if known(late) else rate(*whole)
-    drift = recent - rate(*early) if known(early) and known(late) else 0.0
+    recent = rate(*late) if late[1] else rate(*whole)
+    drift = recent - rate(*early) if early[1] and late[1] else 0.0
     blocks = min(BLOCKS, len(windows))
     size = len(windows) / blocks
     block_rates = []  # per step, tokens or not: their spread is what the remainder averages over

@@ -69,6 +69,7 @@ class EnergyCallback(TrainerCallback):
         self._session = Session(self.config, framework="transformers")
         self._training_type = "fine-tuning"  # "pre-training" for a model built from a config
         self._tokens_seen = 0  # state.num_input_tokens_seen at the previous step
+        self._count_tokens = False  # whether the Trainer counts each step's tokens
 
     @property
     def report(self) -> RunReport | None:
@@ -82,6 +83,7 @@ class EnergyCallback(TrainerCallback):
             self._session = Session(self.config, framework="transformers")
         self._place_before_loggers()
         self._tokens_seen = state.num_input_tokens_seen  # a resumed run restores it first
+        self._count_tokens = args.include_num_input_tokens_seen not in ("no", False, None)
         self._session.start(
             output_dir=self.config.output_dir or args.output_dir,
             # a resumed run restores global_step first: what is planned is what is left
@@ -97,7 +99,7 @@ class EnergyCallback(TrainerCallback):
     @guarded
     def on_step_end(self, args, state, control, **kwargs):
         tokens = None
-        if args.include_num_input_tokens_seen not in ("no", False, None):  # HF counts each step's tokens
+        if self._count_tokens:
             tokens = state.num_input_tokens_seen - self._tokens_seen
             self._tokens_seen = state.num_input_tokens_seen
         self._session.step(tokens)
