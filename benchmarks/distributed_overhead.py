@@ -5,7 +5,7 @@ Run:  python benchmarks/distributed_overhead.py [--rounds 3] [--steps 300] [--lo
 Each configuration is a fresh ``torchrun`` launch of this script (``--worker``), interleaved round by
 round so machine noise hits all alike: {1, 2} processes x {no callback, EnergyCallback}. Every rank
 times its steady-state seconds per step, the time spent inside wattwise's hooks, and the time spent
-inside ``Session.sync`` (where, on 2 processes, the all_reduce happens, once per log step). Printed,
+inside ``Run.sync`` (where, on 2 processes, the all_reduce happens, once per log step). Printed,
 as medians over rounds with their range:
 
 - the wall-clock ratio with/without the callback, on 1 process and on 2;
@@ -25,6 +25,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from wattwise.run import Run
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
 
@@ -40,10 +42,9 @@ def worker(out: Path, steps: int, logging_steps: int, with_callback: bool) -> No
     from overhead import HOOK_CALLS, instrumented
 
     from wattwise.integrations.transformers import EnergyCallback
-    from wattwise.session import Session
 
-    syncs: list[tuple[float, float]] = []  # (start, seconds) of every Session.sync
-    real_sync = Session.sync
+    syncs: list[tuple[float, float]] = []  # (start, seconds) of every Run.sync
+    real_sync = Run.sync
 
     def timed_sync(self):
         start = time.perf_counter()
@@ -52,7 +53,7 @@ def worker(out: Path, steps: int, logging_steps: int, with_callback: bool) -> No
         finally:
             syncs.append((start, time.perf_counter() - start))
 
-    Session.sync = timed_sync
+    Run.sync = timed_sync
 
     class StepClock(TrainerCallback):
         def __init__(self) -> None:

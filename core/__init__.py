@@ -2,9 +2,18 @@
 
 Example::
 
-    from wattwise.integrations.transformers import EnergyCallback   # or .lightning / .keras
-    trainer = Trainer(model=model, args=args, train_dataset=ds, callbacks=[EnergyCallback(country_iso_code="FRA")])
-    trainer.train()
+    import wattwise
+
+    with wattwise.track(country_iso_code="FRA", planned_steps=1000, output_dir="out") as run:
+        for i, batch in enumerate(loader):
+            train_step(batch)
+            run.step(samples=len(batch))
+            if i % 50 == 0:
+                print(run.metrics())          # {"energy/step_j": ..., "energy/total_kwh": ..., ...}
+    run.report                                # RunReport
+
+or, in a framework, ``EnergyCallback(country_iso_code="FRA")`` from ``wattwise.integrations.transformers``
+(``.lightning``, ``.keras``).
 
 ``import wattwise`` is cheap: it imports no training framework and no codecarbon/pandas.
 ``wattwise.estimate(...)`` is the pre-run estimate (``wattwise.estimate`` the function, not the module
@@ -13,7 +22,15 @@ of the same name: import the module's other names with ``from wattwise.estimate 
 
 from .config import Config
 from .estimate import Estimate, estimate  # cheap (no framework); binds the function over the submodule
+from .projection import FORECAST_HIGH_KWH, FORECAST_KG, FORECAST_KWH, FORECAST_LOW_KWH
 from .report import RunReport
+from .run import CARBON_KG, EVAL_J, POWER_W, PREDICT_J, STEP_J, TEST_J, TOTAL_KWH, Run, track
 
 __version__ = "0.1.0"
-__all__ = ["Config", "Estimate", "RunReport", "__version__", "estimate"]
+LOG_KEYS = (STEP_J, POWER_W, TOTAL_KWH, CARBON_KG, EVAL_J, TEST_J, PREDICT_J,
+            FORECAST_KWH, FORECAST_LOW_KWH, FORECAST_HIGH_KWH, FORECAST_KG)
+__all__ = [
+    "CARBON_KG", "EVAL_J", "FORECAST_HIGH_KWH", "FORECAST_KG", "FORECAST_KWH", "FORECAST_LOW_KWH", "LOG_KEYS",
+    "POWER_W", "PREDICT_J", "STEP_J", "TEST_J", "TOTAL_KWH", "Config", "Estimate", "Run", "RunReport",
+    "__version__", "estimate", "track",
+]

@@ -4,7 +4,7 @@ Example::
 
     >>> from wattwise.advisor import Evidence, TrainingSetup, GpuUsage, advise
     >>> from wattwise.carbon import resolve_intensity
-    >>> from wattwise.report import PhaseEnergy
+    >>> from wattwise.records import PhaseEnergy
     >>> evidence = Evidence(
     ...     energy_j=3.6e6, duration_s=3600.0, grid=resolve_intensity(country_iso_code="DEU"),
     ...     phases={"train": PhaseEnergy("train", energy_j=3.6e6, duration_s=3600.0, steps=1000)},
@@ -27,12 +27,10 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from .carbon import J_PER_KWH, GridIntensity, lowest_intensity_cloud_region
-
-if TYPE_CHECKING:
-    from .report import ComponentEnergy, PhaseEnergy
+from .carbon import GridIntensity, lowest_intensity_cloud_region
+from .records import ComponentEnergy, PhaseEnergy, Recommendation, format_energy
 
 CONFIDENCES = ("high", "medium", "low")
 
@@ -154,38 +152,6 @@ class Evidence:
         return bool(self.gpus) and (self.gpu_utilization_pct or 0.0) > 0.0
 
 
-@dataclass
-class Recommendation:
-    """One change for next time, with its evidence and its estimated saving."""
-
-    rule: str
-    title: str
-    change: dict[str, str]  # framework ("transformers", "lightning", "keras", or "any") -> what to write
-    evidence: str
-    saving_j: float
-    saving_kg: float
-    saving_pct: float  # of this run's energy (of its CO2e for a carbon-only change)
-    method: str  # how the saving was estimated
-    confidence: str
-    source: str
-
-    @property
-    def saving_kwh(self) -> float:
-        return self.saving_j / J_PER_KWH
-
-    def change_for(self, framework: str | None) -> str:
-        """The change in ``framework``'s terms, else the framework-independent one, else all of them."""
-        if framework in self.change:
-            return self.change[framework]
-        if "any" in self.change:
-            return self.change["any"]
-        return "; ".join(f"{name}: {text}" for name, text in self.change.items())
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Recommendation:
-        return cls(**data)
-
-
 def advise(evidence: Evidence) -> list[Recommendation]:
     """Every rule that fires on ``evidence``, ranked by kg CO2e saved (then joules), largest first."""
     found = [r for rule in RULES if (r := rule(evidence)) is not None]
@@ -203,8 +169,6 @@ def _energy_recommendation(ev: Evidence, saving_j: float, **fields: Any) -> Reco
 
 
 def _kj(joules: float) -> str:
-    from .report import format_energy
-
     return format_energy(joules)
 
 

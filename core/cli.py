@@ -124,12 +124,13 @@ def _runs(args: argparse.Namespace) -> str:
 
 
 def _report(args: argparse.Namespace) -> None:
-    from .render import load_report
+    from .plot import write_png
+    from .render import load_report, print_summary
 
     report, json_path = load_report(args.path)
-    report.print_summary()
+    print_summary(report)
     if not args.no_png:
-        png = report.write_png(args.png or json_path.with_name("report.png"))
+        png = write_png(report, args.png or json_path.with_name("report.png"))
         print(f"figure: {png}")
 
 

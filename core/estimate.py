@@ -302,7 +302,7 @@ class Estimate:
 
     def summary(self) -> str:
         """A short readable block: energy with interval, time, CO2e, the formula and the assumptions."""
-        from .report import format_energy, format_mass
+        from .records import format_energy, format_mass
 
         lines = [
             f"wattwise estimate: {self.mode} on {self.devices} x {self.hardware} ({self.precision})",

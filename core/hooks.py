@@ -1,32 +1,33 @@
-"""Helpers every integration shares: hooks that never raise, and finding the framework's callback list.
+"""Helpers every integration shares: hooks that never raise, finding the framework's objects on the
+call stack, counting a batch's samples and naming its precision.
 
 Example::
 
     class EnergyCallback(SomeFrameworkCallback):
         @guarded
         def on_step_end(self, *args, **kwargs):
-            self._session.step()          # any exception is reported once, training goes on
+            self.runs.run.step()          # any exception is reported once, training goes on
 """
 
 from __future__ import annotations
 
 import functools
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 
 def guarded(method: F) -> F:
-    """Run a hook; on failure, tell ``self._session`` once per hook and return None instead of raising."""
+    """Run a hook; on failure, tell the current run (``self.runs.run``) once per hook and return None."""
 
     @functools.wraps(method)
     def wrapper(self, *args: Any, **kwargs: Any) -> Any:
         try:
             return method(self, *args, **kwargs)
         except Exception as exc:
-            self._session.report_failure(f"{type(self).__name__}.{method.__name__}", exc)
+            self.runs.run.report_failure(f"{type(self).__name__}.{method.__name__}", exc)
             return None
 
     return wrapper  # type: ignore[return-value]
@@ -57,3 +58,44 @@ def move_to_front(callbacks: list, item: Any, *, after: type | None = None) -> b
         position += 1
     callbacks.insert(position, item)
     return True
+
+
+def find_local(name: str, max_depth: int = 8) -> Any | None:
+    """The nearest calling frame's local variable ``name`` (a framework loop's own count), or None."""
+    frame = sys._getframe(1)
+    for _ in range(max_depth):
+        if frame is None:
+            return None
+        if name in frame.f_locals:
+            return frame.f_locals[name]
+        frame = frame.f_back
+    return None
+
+
+PRECISIONS = (("bf16", "bf16"), ("bfloat16", "bf16"), ("fp16", "fp16"), ("float16", "fp16"), ("16", "fp16"),
+              ("fp32", "fp32"), ("float32", "fp32"), ("32", "fp32"))
+
+
+def precision_name(value: object) -> str | None:
+    """``fp32``, ``bf16`` or ``fp16`` from any framework's name for it (Lightning ``"bf16-mixed"``,
+    ``"32-true"``; Keras ``"mixed_bfloat16"``; ``torch.float32``), else None."""
+    text = str(value).lower()
+    for key, name in PRECISIONS:
+        if key in text:
+            return name
+    return None
+
+
+def count_samples(batch: Any) -> int:
+    """Samples in a batch: the leading dimension of its first tensor or array (depth first), the length
+    of a list of plain values, else 0 (unknown)."""
+    shape = getattr(batch, "shape", None)
+    if shape is not None:
+        return int(shape[0]) if len(shape) else 1
+    if isinstance(batch, Mapping):
+        return next((n for n in map(count_samples, batch.values()) if n), 0)
+    if isinstance(batch, list | tuple) and batch:
+        if isinstance(batch[0], str | bytes | int | float):
+            return len(batch)
+        return next((n for n in map(count_samples, batch) if n), 0)
+    return 0

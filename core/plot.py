@@ -142,7 +142,7 @@ def write_png(report: RunReport, path: str | os.PathLike, *, dpi: int = 110) -> 
 
 
 def _title(report: RunReport) -> str:
-    from .report import format_energy, format_mass
+    from .records import format_energy, format_mass
 
     return (
         f"{report.framework}: {format_energy(report.energy_j)}, {format_mass(report.emissions_kg)} CO2e "

@@ -3,7 +3,7 @@
 Example::
 
     >>> from wattwise.render import plain_summary, print_summary
-    >>> print(plain_summary(report))          # what RunReport.summary() returns
+    >>> print(plain_summary(report))          # the summary printed at the end of a run
     >>> print_summary(report)                 # rich tables when stdout is a terminal, else the plain text
 
 Both show the same tables from the same rows: the headline (energy, CO2e, duration, steps), carbon
@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .report import format_energy, format_mass
+from .records import format_energy, format_mass
 
 if TYPE_CHECKING:
     from .report import RunReport

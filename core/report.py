@@ -24,45 +24,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .advisor import Recommendation
 from .carbon import J_PER_KWH
+from .records import ComponentEnergy, PhaseEnergy, Recommendation
 
-
-@dataclass
-class ComponentEnergy:
-    """Energy of one component (``gpu:0``, ``cpu:0``, ``dram:0``, ``cpu``, ``ram``) over the run."""
-
-    name: str
-    kind: str
-    energy_j: float
-    measured: bool
-    source: str
-    scope: str
-    detail: str = ""
-
-    @property
-    def energy_kwh(self) -> float:
-        return self.energy_j / J_PER_KWH
-
-
-@dataclass
-class PhaseEnergy:
-    """Energy and time spent in one phase: ``train``, ``eval``, ``predict`` (and ``other``)."""
-
-    name: str
-    energy_j: float = 0.0
-    duration_s: float = 0.0
-    steps: int = 0
-    passes: int = 0
-    samples: int = 0
-
-    @property
-    def energy_kwh(self) -> float:
-        return self.energy_j / J_PER_KWH
-
-    @property
-    def j_per_step(self) -> float | None:
-        return self.energy_j / self.steps if self.steps else None
+__all__ = ["ComponentEnergy", "PhaseEnergy", "RunReport", "emissions_csv_columns", "hardware_info"]
 
 
 @dataclass
@@ -179,43 +144,6 @@ class RunReport:
                 writer.writeheader()
             writer.writerow(row)
         return path
-
-    def summary(self) -> str:
-        """The end-of-training summary as plain text: energy by component and phase (measured or
-        estimated), carbon, duration, forecast accuracy, and the recommendations ranked by saving."""
-        from .render import plain_summary
-
-        return plain_summary(self)
-
-    def print_summary(self, file: Any = None) -> None:
-        """Print the summary: a rich table on a terminal, plain text otherwise (logs, pipes, CI)."""
-        from .render import print_summary
-
-        print_summary(self, file=file)
-
-    def write_png(self, path: str | os.PathLike) -> Path:
-        """Draw ``report.png``: power by component over time, and cumulative energy with the forecasts."""
-        from .plot import write_png
-
-        return write_png(self, path)
-
-
-def format_energy(energy_j: float) -> str:
-    """``12.3 J``, ``4.56 Wh`` or ``7.89 kWh``, whichever reads best."""
-    if abs(energy_j) < 3600.0:
-        return f"{energy_j:.3g} J"
-    if abs(energy_j) < J_PER_KWH:
-        return f"{energy_j / 3600.0:.3g} Wh"
-    return f"{energy_j / J_PER_KWH:.3g} kWh"
-
-
-def format_mass(mass_kg: float) -> str:
-    """``0.12 mg``, ``3.4 g`` or ``5.6 kg``."""
-    if abs(mass_kg) < 1e-3:
-        return f"{mass_kg * 1e6:.3g} mg"
-    if abs(mass_kg) < 1.0:
-        return f"{mass_kg * 1e3:.3g} g"
-    return f"{mass_kg:.3g} kg"
 
 
 def emissions_csv_columns() -> list[str]:

@@ -32,13 +32,16 @@ A step is one training batch (``steps_per_execution`` counted). Validation insid
 ``predict()`` as ``predict``, never as training; samples are counted from Keras's data adapter
 (arrays, datasets of known batch size) and from the predictions' leading dimension.
 
-Every ``fit``, ``evaluate`` or ``predict`` call with this callback is one tracked run (a call inside
-``fit``, such as validation, belongs to the fit). At its end the callback prints a summary, sets
-``report`` (a ``wattwise.RunReport``; ``reports`` keeps every call's) and writes ``report.json``,
-``steps.csv`` and ``emissions.csv`` under ``<output_dir>/wattwise/`` (``output_dir=`` defaults to
-the current directory); a later call to a directory already used goes to
-``<output_dir>/<call>/wattwise/`` (``evaluate``, ``predict``, ``fit``, then ``<call>-2``...).
-Keyword arguments are those of ``wattwise.Config``; a bad value raises ``ValueError`` here.
+Every ``fit``, ``evaluate`` or ``predict`` call with this callback is one tracked run (a
+``wattwise.Run``; a call inside ``fit``, such as validation, belongs to the fit). At its end the
+callback prints a summary, sets ``report`` (a ``wattwise.RunReport``; ``reports`` keeps every
+call's) and writes ``report.json``, ``steps.csv``, ``emissions.csv`` and ``report.png`` under
+``<dir>/wattwise/``, next to the call's other outputs: ``<dir>`` is ``output_dir=`` if given, else
+the ``log_dir`` of a ``keras.callbacks.TensorBoard`` in the call's callbacks, else the directory of
+a ``CSVLogger``'s or ``ModelCheckpoint``'s file, else the current directory. A later run in the same
+process to a directory already used goes to ``<dir>/<call>/wattwise/`` (``evaluate``,
+``predict``, ``fit``, then ``<call>-2``...). The keyword arguments are
+``wattwise.options.Options``'s; a bad value raises ``ValueError`` here.
 
 Callback order: Keras hands one logs dict to each callback in list order, so a logger listed
 before this callback would write an epoch before the energy keys are in it. At the start of each
@@ -47,7 +50,9 @@ the call stack), wherever it was put in ``callbacks=[...]``.
 
 Interrupted runs: Keras has no exception hook. A call that raises leaves a report marked partial
 as soon as Keras's ``CallbackList`` of that call is released (once the exception has been
-handled), at this callback's next call, or at interpreter exit, whichever comes first.
+handled), at this callback's next call, or at interpreter exit, whichever comes first; its figures
+end at the last reading before the exception (at most ``window_s`` earlier), so nothing done after
+it is charged to the run. SIGTERM and SIGINT finish it at once.
 
 No backend code: the callback touches only Keras's callback API, so it runs unchanged on the
 torch, TensorFlow and JAX backends.
@@ -66,26 +71,30 @@ from typing import Any
 
 import keras
 
-from wattwise.config import Config
-from wattwise.hooks import find_caller, guarded, move_to_front
+from wattwise.hooks import find_caller, guarded, move_to_front, precision_name
+from wattwise.options import Options
 from wattwise.report import RunReport
-from wattwise.session import EVAL_J, PASS_KEYS, Session
+from wattwise.run import EVAL_J, Run
+from wattwise.runs import RunSeries
 
 __all__ = ["EnergyCallback"]
 
-PRECISIONS = (("bfloat16", "bf16"), ("float16", "fp16"), ("float32", "fp32"))  # Keras dtype policy -> ours
+PHASE_OF_CALL = {"fit": "train", "evaluate": "eval", "predict": "predict"}
 
 
-class EnergyCallback(keras.callbacks.Callback):
-    """Measure energy per step and log it through Keras's logs. See the module docstring."""
+class EnergyCallback(Options, keras.callbacks.Callback):
+    """Measure energy per step and log it through Keras's logs.
 
-    def __init__(self, **options: Any) -> None:
-        super().__init__()
-        self.config = Config.from_kwargs(**options)
-        self._session = Session(self.config, framework="keras")  # checks the location now
-        self.reports: list[RunReport] = []
+    Example: ``model.fit(x, y, callbacks=[EnergyCallback(country_iso_code="FRA")])``. Logged keys:
+    ``energy/step_j``, ``energy/power_w``, ``energy/total_kwh``, ``carbon/total_kg``,
+    ``energy/forecast_kwh``, ``energy/forecast_low_kwh``, ``energy/forecast_high_kwh``,
+    ``carbon/forecast_kg`` (batch and epoch logs) and ``energy/eval_j`` (epoch logs after
+    validation, ``evaluate()``'s logs). See the module docstring.
+    """
+
+    def _configured(self) -> None:
+        self.runs = RunSeries(self, framework="keras")  # checks the location now
         self._call: str | None = None  # "fit", "evaluate" or "predict": the call being measured
-        self._used_dirs: set[str] = set()
         self._train_batches: Any = None  # Keras's epoch iterators of the running passes (their batches)
         self._pass_batches: Any = None
         self._last_batch = self._pass_batch = -1  # the last step seen in the epoch / in the pass
@@ -99,22 +108,29 @@ class EnergyCallback(keras.callbacks.Callback):
     @property
     def report(self) -> RunReport | None:
         """The report of the latest call once it has ended (partial if it was interrupted)."""
-        return self._session.report
+        return self.runs.report
+
+    @property
+    def reports(self) -> list[RunReport]:
+        return self.runs.reports
+
+    @property
+    def _run(self) -> Run:
+        return self.runs.run
 
     # ---- fit -------------------------------------------------------------------------------------
 
     @guarded
     def on_train_begin(self, logs=None):
         self._planned_from_epoch, self._batch_metrics, self._eval_j = None, {}, None
-        self._open("fit", "train")
+        run = self._open("fit")
         steps = (self.params or {}).get("steps")
         self._steps_per_epoch = steps if isinstance(steps, int) and steps > 0 else None
-        self._session.plan(_planned_steps(self.params))
-        self._session.set_work(model=self.model)  # for the run registry's calibration
+        run.plan(self.runs.planned_steps or _planned_steps(self.params))
+        run.set_work(model=self.model)  # for the run registry's calibration
         self._train_batches = _epoch_iterator()
-        policy = keras.config.dtype_policy().name  # "float32", "mixed_bfloat16", "mixed_float16", ...
-        self._session.evidence.describe(
-            framework="keras", precision=next((p for k, p in PRECISIONS if k in policy), None),
+        run.evidence.describe(
+            framework="keras", precision=precision_name(keras.config.dtype_policy().name),
             batch_size=getattr(getattr(self._train_batches, "data_adapter", None), "batch_size", None),
         )
 
@@ -124,22 +140,19 @@ class EnergyCallback(keras.callbacks.Callback):
             return
         if self._planned_from_epoch is None:  # fit(initial_epoch=...) starts later than 0
             self._planned_from_epoch = epoch
-            self._session.plan(_planned_steps(self.params, first_epoch=epoch))
+            self._run.plan(self.runs.planned_steps or _planned_steps(self.params, first_epoch=epoch))
         self._last_batch, self._eval_j = -1, None
 
     @guarded
     def on_train_batch_end(self, batch, logs=None):
         if self._call != "fit":
             return
-        session = self._session
+        run = self._run
         batch, steps = _steps_ended(batch, self._last_batch, self._steps_per_epoch)
-        closed = False
-        for _ in range(steps):
-            closed |= session.step()
         self._last_batch = batch
-        if closed:  # fresh figures once per window, the cached ones in between
-            self._batch_metrics = session.log_metrics("batch", read=False)
-        if session.stop_requested:  # on_budget="stop" and the budget is spent
+        if run.step(steps=steps):  # fresh figures once per window, the cached ones in between
+            self._batch_metrics = run.metrics("batch", read=False)
+        if run.should_stop:  # on_budget="stop" and the budget is spent
             self.model.stop_training = True
         if logs is not None:
             logs.update(self._batch_metrics)
@@ -148,21 +161,21 @@ class EnergyCallback(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         if self._call != "fit":
             return
-        self._session.add_samples("train", _samples(self._train_batches, self._last_batch + 1))
+        run = self._run
+        run.add_samples("train", _samples(self._train_batches, self._last_batch + 1))
         # step_j over the epoch's training steps; power_w over the epoch, validation included
-        metrics = self._session.log_metrics("epoch")
+        metrics = run.metrics("epoch")
         if self._eval_j is not None:
             metrics[EVAL_J] = self._eval_j
         if logs is not None:
             logs.update(metrics)
             if (val_loss := logs.get("val_loss")) is not None:
-                step = (epoch + 1) * (self._steps_per_epoch or 1)
-                self._session.evidence.record_metric("val_loss", float(val_loss), step=step)
+                run.record_metric("val_loss", float(val_loss), step=(epoch + 1) * (self._steps_per_epoch or 1))
 
     @guarded
     def on_train_end(self, logs=None):
         if self._call == "fit":
-            self._close(partial=False)
+            self._close()
 
     # ---- evaluation and prediction: a pass inside fit, or a call of their own ---------------------
 
@@ -192,66 +205,56 @@ class EnergyCallback(keras.callbacks.Callback):
 
     # ---- internals -------------------------------------------------------------------------------
 
-    @property
-    def _active(self) -> bool:
-        return self._call is not None and self._session.started and not self._session.finished
-
-    def _open(self, call: str, phase: str) -> None:
+    def _open(self, call: str) -> Run:
         """Start a run for ``call``: first in Keras's callback list, finished partial if abandoned."""
-        if self._active:  # the previous call raised and its CallbackList is still referenced
-            self._close(partial=True)
-        if self._session.started:
-            self._session = Session(self.config, framework="keras")
         dispatcher = find_caller(keras.callbacks.CallbackList)
+        run = self.runs.open(call, output_dir=_outputs_dir(dispatcher), phase=PHASE_OF_CALL[call])
         if dispatcher is None or not move_to_front(dispatcher.callbacks, self):
-            self._session.note(
+            run.note(
                 "EnergyCallback is not called from a keras CallbackList: callbacks listed before it "
                 "may not see the energy metrics"
             )
-        self._session.start(output_dir=self._output_dir(call), phase=phase)
         self._call = call
         self._fit_dispatcher = None
         if dispatcher is not None:  # Keras has no exception hook: a dropped call is an ended one
-            weakref.finalize(dispatcher, self._release, self._session)
+            weakref.finalize(dispatcher, _abandon, weakref.ref(self), run)
             if call == "fit":
                 self._fit_dispatcher = weakref.ref(dispatcher)
+        return run
 
     def _begin_pass(self, call: str, phase: str) -> None:
-        if self._call == "fit" and self._active and self._inside_fit():
-            self._session.begin(phase)  # validation (or a user's pass) inside fit
+        if self._call == "fit" and self.runs.active and self._inside_fit():
+            self._run.begin(phase)  # validation (or a user's pass) inside fit
         else:
-            self._open(call, phase)
+            self._open(call)
         self._pass_batches = _epoch_iterator()
         self._pass_batch, self._pass_samples = -1, 0
 
     def _pass_step(self, phase: str, batch: int, logs: dict | None) -> None:
-        if not self._active or self._session.phase != phase:
+        run = self._run
+        if not run.active or run.current_phase != phase:
             return
         batch, steps = _steps_ended(batch, self._pass_batch, getattr(self._pass_batches, "num_batches", None))
-        for _ in range(steps):
-            self._session.step()
+        run.step(steps=steps)
         self._pass_batch = batch
         if logs is not None:
             self._pass_samples += _leading_dim(logs)
 
     def _end_pass(self, phase: str, logs: dict | None) -> None:
-        session = self._session
-        if not self._active or session.phase != phase:
+        run = self._run
+        if not run.active or run.current_phase != phase:
             return
-        samples = self._pass_samples or _samples(self._pass_batches, self._pass_batch + 1)
-        session.add_samples(phase, samples)
+        run.add_samples(phase, self._pass_samples or _samples(self._pass_batches, self._pass_batch + 1))
         self._pass_batches = None
-        pass_j = session.end(phase)
-        metrics = {PASS_KEYS[phase]: pass_j}
-        if self._call == "fit":
-            if phase == "eval":
-                self._eval_j = pass_j  # for the epoch logs
-        else:
-            metrics.update(session.totals())
+        run.end(phase)
+        inside_fit = self._call == "fit"
+        metrics = run.pass_metrics(phase, totals=not inside_fit)
+        if inside_fit and phase == "eval":
+            self._eval_j = metrics[EVAL_J]  # for the epoch logs
         if logs is not None:
             logs.update(metrics)
-        if self._call != "fit":
-            self._close(partial=False)
+        if not inside_fit:
+            self._close()
 
     def _inside_fit(self) -> bool:
         """Whether the measured fit is running (its CallbackList is on the call stack), rather than
@@ -265,31 +268,37 @@ class EnergyCallback(keras.callbacks.Callback):
             frame = frame.f_back
         return False
 
-    def _close(self, *, partial: bool) -> None:
-        if self._active:
-            self._release(self._session, partial=partial)
+    def _close(self) -> None:
+        self._call = None
+        self._train_batches = self._pass_batches = None
+        self.runs.close()
 
-    def _release(self, session: Session, *, partial: bool = True) -> None:
-        """Finish ``session`` once; the finalizer of an abandoned call's CallbackList lands here."""
-        if not session.started or session.finished:
-            return
-        if session is self._session:
-            self._call = None
-            self._train_batches = self._pass_batches = None
-        report = session.finish(partial=partial)
-        if report is not None:
-            self.reports.append(report)
 
-    def _output_dir(self, call: str) -> str:
-        """``output_dir=`` (default: the current directory); a directory an earlier call of this
-        callback wrote to gets a ``<call>`` (then ``<call>-2``, ...) subdirectory."""
-        base = self.config.output_dir or "."
-        candidate, n = base, 1
-        while os.path.abspath(candidate) in self._used_dirs:
-            n += 1
-            candidate = os.path.join(base, call if n == 2 else f"{call}-{n - 1}")
-        self._used_dirs.add(os.path.abspath(candidate))
-        return candidate
+def _abandon(callback_ref: weakref.ref, run: Run) -> None:
+    """The CallbackList of a call was released before the call said it ended (it raised): finish
+    its run as partial, at its last reading."""
+    if not run.active:
+        return
+    callback = callback_ref()
+    if callback is not None and callback.runs.run is run:
+        callback._call = None
+        callback._train_batches = callback._pass_batches = None
+        callback.runs.close(partial=True, at_last_reading=True)
+    else:
+        run.finish_interrupted("the call ended without saying so (it raised)", at_last_reading=True)
+
+
+def _outputs_dir(dispatcher: Any) -> str:
+    """Where the call's other outputs go: a TensorBoard ``log_dir``, else a ``CSVLogger``'s or
+    ``ModelCheckpoint``'s directory, else the current directory."""
+    callbacks = list(getattr(dispatcher, "callbacks", None) or [])
+    for kind, attribute in ((keras.callbacks.TensorBoard, "log_dir"), (keras.callbacks.CSVLogger, "filename"),
+                            (keras.callbacks.ModelCheckpoint, "filepath")):
+        for callback in callbacks:
+            value = getattr(callback, attribute, None) if isinstance(callback, kind) else None
+            if isinstance(value, str | os.PathLike) and os.fspath(value):
+                return os.fspath(value) if attribute == "log_dir" else os.path.dirname(os.fspath(value)) or "."
+    return "."
 
 
 def _planned_steps(params: dict | None, first_epoch: int = 0) -> int | None:

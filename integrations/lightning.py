@@ -33,15 +33,17 @@ accounted for. Validation, test and prediction are measured as their own phases 
 validation passes at the trainer's schedule (``val_check_interval``, ``check_val_every_n_epoch``);
 until the first one has run, it leaves them out and says so.
 
-Every trainer call (``fit``, ``validate``, ``test``, ``predict``) is one tracked run: at its end the
-callback prints a summary, sets ``report`` (a ``wattwise.RunReport``; ``reports`` keeps every call's)
-and, on global rank 0 only, writes ``report.json``, ``steps.csv`` and ``emissions.csv`` under
-``<dir>/wattwise/``, where ``<dir>`` is ``output_dir=`` if given, else the first logger's
-``log_dir`` (``trainer.log_dir``), else ``trainer.default_root_dir``. A later call of the same
-callback that resolves to a directory already used goes to ``<dir>/<stage>/wattwise/``
-(``<dir>/test/wattwise/`` for ``trainer.test`` after ``trainer.fit``), so no report overwrites
-another. A run that raises leaves a report marked ``partial``. Keyword arguments are those of
-``wattwise.Config``; a bad value raises ``ValueError`` here, before any trainer exists.
+Every trainer call (``fit``, ``validate``, ``test``, ``predict``) is one tracked run (a
+``wattwise.Run``): at its end the callback prints a summary, sets ``report`` (a
+``wattwise.RunReport``; ``reports`` keeps every call's) and, on global rank 0 only, writes
+``report.json``, ``steps.csv``, ``emissions.csv`` and ``report.png`` under ``<dir>/wattwise/``,
+where ``<dir>`` is ``output_dir=`` if given, else the first logger's ``log_dir``
+(``trainer.log_dir``), else ``trainer.default_root_dir``. A later run in the same process to a
+directory already used goes to ``<dir>/<stage>/wattwise/`` (``<dir>/test/wattwise/`` for
+``trainer.test`` after ``trainer.fit``), so no report overwrites another. A run that raises, or a
+process ended by SIGTERM/SIGINT, leaves a report marked ``partial``. The keyword arguments are
+``wattwise.options.Options``'s (``LightningCLI`` and YAML configs set them as ``init_args``); a
+bad value raises ``ValueError`` here, before any trainer exists.
 
 ``EnergyCallback`` subclasses the ``Callback`` base of every Lightning namespace installed
 (``lightning.pytorch`` and ``pytorch_lightning`` are separate packages with separate class
@@ -61,14 +63,14 @@ per node the node's counters); at log steps and evaluation ends the ranks' energ
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Mapping
 from typing import Any
 
-from wattwise.config import Config
-from wattwise.hooks import guarded
+from wattwise.hooks import count_samples, guarded, precision_name
+from wattwise.options import Options
 from wattwise.report import RunReport
-from wattwise.session import PASS_KEYS, POWER_W, STEP_J, Session
+from wattwise.run import POWER_W, STEP_J, Run
+from wattwise.runs import RunSeries
 
 __all__ = ["EnergyCallback", "LIGHTNING_NAMESPACES"]
 
@@ -109,85 +111,89 @@ def _callback_bases() -> tuple[tuple[type, ...], tuple[str, ...]]:
 _BASES, LIGHTNING_NAMESPACES = _callback_bases()
 
 
-class EnergyCallback(*_BASES):
-    """Measure energy per optimizer step and log it through the LightningModule. See the module docstring."""
+class EnergyCallback(Options, *_BASES):
+    """Measure energy per optimizer step and log it through the LightningModule.
 
-    def __init__(self, **options: Any) -> None:
-        self.config = Config.from_kwargs(**options)
-        self._session = Session(self.config, framework="lightning")  # checks the location now
+    Example: ``L.Trainer(callbacks=[EnergyCallback(country_iso_code="FRA")])``. Logged keys:
+    ``energy/power_w``, ``energy/step_j``, ``energy/total_kwh``, ``carbon/total_kg`` and the
+    forecast's ``energy/forecast_kwh``, ``energy/forecast_low_kwh``, ``energy/forecast_high_kwh``,
+    ``carbon/forecast_kg`` at log steps; ``energy/eval_j`` and ``energy/test_j`` at the end of each
+    pass. See the module docstring.
+    """
+
+    def _configured(self) -> None:
+        self.runs = RunSeries(self, framework="lightning")  # checks the location now
         self._seen_step = 0
-        self._run_dir: str | None = None
-        self._used_dirs: set[str] = set()
-        self.reports: list[RunReport] = []
+        self._stage = "fit"
+        self._log_dir: str | None = None
 
     @property
     def report(self) -> RunReport | None:
         """The report of the latest trainer call once it has ended (partial if it was interrupted)."""
-        return self._session.report
+        return self.runs.report
+
+    @property
+    def reports(self) -> list[RunReport]:
+        return self.runs.reports
 
     # ---- run boundaries --------------------------------------------------------------------------
 
     @guarded
     def setup(self, trainer, pl_module, stage) -> None:
-        if self._session.started:
-            self._finish(partial=True)  # no-op unless the previous call never ended
-            self._session = Session(self.config, framework="lightning")
+        self.runs.close(partial=True, at_last_reading=True)  # no-op unless the previous call never ended
+        self._stage = str(getattr(stage, "value", stage))
         # Resolved here because trainer.log_dir is a collective under DDP: every rank calls setup.
-        self._run_dir = self._output_dir(trainer, str(getattr(stage, "value", stage)))
+        self._log_dir = None if self.config.output_dir else self._logger_dir(trainer)
 
     @guarded
     def on_train_start(self, trainer, pl_module) -> None:
         self._seen_step = trainer.global_step  # a resumed run restores global_step before this hook
-        self._start(trainer, "train")
-        # after a sanity-check validation the session started before the plan was known
-        self._session.plan(_planned_steps(trainer, self._session), eval_every_steps=_eval_every_steps(trainer))
-        self._session.set_work(model=pl_module)  # for the run registry's calibration
+        run = self._start(trainer, "train")
+        # after a sanity-check validation the run started before the plan was known
+        run.plan(self.runs.planned_steps or _planned_steps(trainer, run), eval_every_steps=_eval_every_steps(trainer))
+        run.set_work(model=pl_module)  # for the run registry's calibration
         loader = _train_loader(trainer)
-        self._session.evidence.describe(
-            framework="lightning", device=trainer.strategy.root_device.type, precision=_precision(trainer),
+        run.evidence.describe(
+            framework="lightning", device=trainer.strategy.root_device.type, precision=precision_name(trainer.precision),
             batch_size=getattr(loader, "batch_size", None), grad_accumulation_steps=trainer.accumulate_grad_batches,
             num_workers=getattr(loader, "num_workers", None), pin_memory=getattr(loader, "pin_memory", None),
         )
 
     @guarded
     def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
-        self._finish(partial=True)
+        self.runs.close(partial=True)
 
     @guarded
     def teardown(self, trainer, pl_module, stage: str) -> None:
-        self._finish(partial=False)
+        self.runs.close()
 
     # ---- training: the hot path ------------------------------------------------------------------
 
     @guarded
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        session = self._session
-        if session.finished or not session.started:
+        run = self.runs.run
+        if not run.active:
             return
-        session.add_samples("train", _batch_size(batch))
         step = trainer.global_step
-        if step == self._seen_step:
-            return  # an accumulation batch: no optimizer step yet
-        for _ in range(step - self._seen_step):
-            session.step()
-        self._seen_step = step
-        if _is_log_step(trainer, step):
+        steps, self._seen_step = step - self._seen_step, step
+        run.step(samples=count_samples(batch), steps=steps)  # steps=0: an accumulation batch
+        if steps and _is_log_step(trainer, step):
             aligned = _every_rank_logs(trainer, step)
             if aligned:
-                session.sync()  # sums over DDP ranks: a collective, so only where every rank logs
-            self._log_step(trainer, pl_module, session.log_metrics(read=not aligned))
-        if session.stop_requested:  # on_budget="stop" and the budget is spent
+                run.sync()  # sums over DDP ranks: a collective, so only where every rank logs
+            self._log_step(trainer, pl_module, run.metrics(read=not aligned))
+        if run.should_stop:  # on_budget="stop" and the budget is spent
             trainer.should_stop = True
 
     # ---- validation, test, prediction ------------------------------------------------------------
 
     @guarded
     def on_validation_epoch_start(self, trainer, pl_module) -> None:
-        self._begin(trainer, "eval")
+        self._start(trainer, "eval").begin("eval")
 
     @guarded
     def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
-        self._eval_batch("eval", batch)
+        self._pass_batch("eval", batch)
 
     @guarded
     def on_validation_epoch_end(self, trainer, pl_module) -> None:
@@ -198,16 +204,16 @@ class EnergyCallback(*_BASES):
         # the epoch's metrics reach callback_metrics after on_validation_epoch_end, before this hook
         name, greater = _monitored(trainer)
         value = trainer.callback_metrics.get(name)
-        if value is not None and self._active and not trainer.sanity_checking and trainer.state.fn == "fit":
-            self._session.evidence.record_metric(name, float(value), step=trainer.global_step, greater_is_better=greater)
+        if value is not None and not trainer.sanity_checking and trainer.state.fn == "fit":
+            self.runs.run.record_metric(name, float(value), step=trainer.global_step, greater_is_better=greater)
 
     @guarded
     def on_test_epoch_start(self, trainer, pl_module) -> None:
-        self._begin(trainer, "test")
+        self._start(trainer, "test").begin("test")
 
     @guarded
     def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
-        self._eval_batch("test", batch)
+        self._pass_batch("test", batch)
 
     @guarded
     def on_test_epoch_end(self, trainer, pl_module) -> None:
@@ -215,11 +221,11 @@ class EnergyCallback(*_BASES):
 
     @guarded
     def on_predict_epoch_start(self, trainer, pl_module) -> None:
-        self._begin(trainer, "predict")
+        self._start(trainer, "predict").begin("predict")
 
     @guarded
     def on_predict_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
-        self._eval_batch("predict", batch)
+        self._pass_batch("predict", batch)
 
     @guarded
     def on_predict_epoch_end(self, trainer, pl_module) -> None:
@@ -227,68 +233,40 @@ class EnergyCallback(*_BASES):
 
     # ---- internals -------------------------------------------------------------------------------
 
-    @property
-    def _active(self) -> bool:
-        return self._session.started and not self._session.finished
-
-    def _start(self, trainer, phase: str) -> None:
-        """Start the session lazily, in ``phase``, at the first pass of the call.
-
-        Starting at the first pass rather than in ``setup`` puts no step-less window before it in
-        the wrong phase: a standalone ``test`` run is all ``test``, a sanity check all ``eval``.
-        """
-        session = self._session
-        if session.started:
-            return
-        output_dir = self._run_dir or self.config.output_dir or trainer.default_root_dir
-        self._used_dirs.add(os.path.abspath(output_dir))
-        session.start(
-            output_dir=output_dir,
-            is_main_process=trainer.is_global_zero,
-            node_leader=trainer.local_rank == 0,
-            phase=phase,
+    def _start(self, trainer, phase: str) -> Run:
+        """The call's run, started at its first pass, in ``phase``: no step-less window before it
+        lands in the wrong phase (a standalone ``test`` run is all ``test``, a sanity check all ``eval``)."""
+        if self.runs.active:
+            return self.runs.run
+        return self.runs.open(
+            self._stage, output_dir=self._log_dir or trainer.default_root_dir, phase=phase,
+            is_main_process=trainer.is_global_zero, node_leader=trainer.local_rank == 0,
             across_ranks=True,  # every rank runs the same steps and passes: totals are over all ranks
         )
-        self._run_dir = None
 
-    def _begin(self, trainer, phase: str) -> None:
-        self._start(trainer, phase)
-        if self._active:
-            self._session.begin(phase)
-
-    def _eval_batch(self, phase: str, batch: Any) -> None:
-        session = self._session
-        if session.finished or not session.started:
-            return
-        if session.phase != phase:
-            session.begin(phase)  # a pass whose epoch-start hook failed
-        session.add_samples(phase, _batch_size(batch))
-        session.step()
+    def _pass_batch(self, phase: str, batch: Any) -> None:
+        run = self.runs.run
+        if run.active and run.current_phase != phase:
+            run.begin(phase)  # a pass whose epoch-start hook failed
+        run.step(samples=count_samples(batch))
 
     def _end(self, phase: str, trainer, pl_module) -> None:
-        if not self._active or self._session.phase != phase:
+        run = self.runs.run
+        if not run.active or run.current_phase != phase:
             return
         # a sanity check is not one of the run's regular evaluations: keep it out of the forecast
         try:
-            self._session.end(phase, record_pass=not trainer.sanity_checking)
+            run.end(phase, record_pass=not trainer.sanity_checking)
         finally:  # every rank ends its pass here and must reach the sync: the pass's joules over all ranks
-            self._session.sync()
-        pass_j = self._session.last_pass_j
+            run.sync()
         if phase == "predict":
             return  # Lightning forbids self.log in prediction: the energy is in the report
-        metrics = {PASS_KEYS[phase]: pass_j}
-        if trainer.state.fn != "fit":  # in fit the training logs carry the totals
-            metrics.update(self._session.totals())
-        self._log(pl_module, metrics, on_step=False)
-
-    def _log(self, pl_module, metrics: dict[str, float], *, on_step: bool) -> None:
-        # Under DDP the values are already the run's (summed at the session's sync), the same on every
-        # rank: sync_dist's mean keeps them as they are, and Lightning stops warning about epoch metrics.
-        for key, value in metrics.items():
-            pl_module.log(
-                key, value, on_step=on_step, on_epoch=not on_step, prog_bar=key in PROG_BAR_KEYS,
-                batch_size=1, add_dataloader_idx=False, sync_dist=not on_step,
-            )
+        # in fit the training logs carry the totals
+        for key, value in run.pass_metrics(phase, totals=trainer.state.fn != "fit").items():
+            # Under DDP the values are already the run's (summed at the sync), the same on every rank:
+            # sync_dist's mean keeps them as they are, and Lightning stops warning about epoch metrics.
+            pl_module.log(key, value, on_step=False, on_epoch=True, prog_bar=key in PROG_BAR_KEYS,
+                          batch_size=1, add_dataloader_idx=False, sync_dist=True)
 
     def _log_step(self, trainer, pl_module, metrics: dict[str, float]) -> None:
         """Step metrics straight to every attached logger, at the step Lightning writes its own under;
@@ -306,37 +284,22 @@ class EnergyCallback(*_BASES):
         for key in PROG_BAR_KEYS & metrics.keys():
             pl_module.log(key, metrics[key], on_step=True, on_epoch=False, prog_bar=True, logger=False, batch_size=1)
 
-    def _finish(self, *, partial: bool) -> None:
-        if not self._active:
-            return
-        report = self._session.finish(partial=partial)
-        if report is not None:
-            self.reports.append(report)
-
-    def _output_dir(self, trainer, stage: str) -> str:
-        """``output_dir=``, else the logger's ``log_dir``, else ``default_root_dir``; a directory an
-        earlier call of this callback wrote to gets a ``<stage>`` (then ``<stage>-2``, ...) subdirectory."""
-        base = self.config.output_dir
-        if base is None:
-            try:
-                base = trainer.log_dir  # a collective under DDP: every rank gets here
-            except Exception as exc:
-                self._session.note(f"trainer.log_dir failed ({exc}); writing under default_root_dir")
-            base = base or trainer.default_root_dir
-        candidate, n = os.fspath(base), 1
-        while os.path.abspath(candidate) in self._used_dirs:
-            n += 1
-            candidate = os.path.join(base, stage if n == 2 else f"{stage}-{n - 1}")
-        return candidate
+    def _logger_dir(self, trainer) -> str | None:
+        """The first logger's ``log_dir`` (a collective under DDP: every rank gets here), else None."""
+        try:
+            return trainer.log_dir
+        except Exception as exc:
+            self.runs.run.note(f"trainer.log_dir failed ({exc}); writing under default_root_dir")
+            return None
 
 
-def _planned_steps(trainer, session: Session) -> int | None:
+def _planned_steps(trainer, run: Run) -> int | None:
     """The optimizer steps left to run: ``trainer.estimated_stepping_batches`` less the steps a
     resumed run (or an earlier fit) has already made; None when that is not a finite positive count."""
     try:
         planned = trainer.estimated_stepping_batches
     except Exception as exc:  # e.g. a GradientAccumulationScheduler with varying factors
-        session.note(f"no planned step count: {exc}")
+        run.note(f"no planned step count: {exc}")
         return None
     if not (isinstance(planned, int | float) and 0 < planned < math.inf):
         return None
@@ -374,15 +337,6 @@ def _eval_every_steps(trainer) -> int | None:
     return steps
 
 
-def _precision(trainer) -> str | None:
-    """``fp32``, ``bf16`` or ``fp16`` from ``trainer.precision`` (``"32-true"``, ``"bf16-mixed"``, ...)."""
-    precision = str(trainer.precision)
-    for prefix, name in (("32", "fp32"), ("bf16", "bf16"), ("16", "fp16")):
-        if precision.startswith(prefix):
-            return name
-    return None
-
-
 def _train_loader(trainer) -> Any:
     """The training DataLoader (the first one when there are several), or None."""
     loaders = trainer.train_dataloader
@@ -413,18 +367,3 @@ def _every_rank_logs(trainer, step: int) -> bool:
     on one rank only), where syncing across ranks is safe."""
     every = trainer.log_every_n_steps
     return bool(every and step % every == 0) or bool(trainer.fast_dev_run)
-
-
-def _batch_size(batch: Any) -> int:
-    """Samples in a batch: the leading dimension of its first tensor or array (depth first), the length
-    of a list of plain values, else 0 (unknown)."""
-    shape = getattr(batch, "shape", None)
-    if shape is not None:
-        return int(shape[0]) if len(shape) else 1
-    if isinstance(batch, Mapping):
-        return next((n for n in map(_batch_size, batch.values()) if n), 0)
-    if isinstance(batch, list | tuple) and batch:
-        if isinstance(batch[0], str | bytes | int | float):
-            return len(batch)
-        return next((n for n in map(_batch_size, batch) if n), 0)
-    return 0

@@ -20,12 +20,22 @@ TensorBoard, W&B or MLflow, and the console) gets:
 - ``carbon/total_kg``: its kg CO2e (location and PUE applied).
 
 Evaluation log entries get ``energy/eval_j`` (the evaluation pass just finished) and the totals.
+Each ``train()``, ``evaluate()`` and ``predict()`` call is one run; a standalone ``evaluate()``
+(``run_glue.py --do_eval``) or ``predict()`` is measured as its own ``eval`` or ``predict`` run
+(samples counted from the Trainer's evaluation loop), and the metrics it returns also carry
+``energy/eval_j`` or ``energy/predict_j`` and the totals. Standalone calls are seen when the
+callback is given to the ``Trainer`` at construction (``callbacks=[...]``), or once ``train()`` ran.
 Training logs also carry the forecast of the whole run (``energy/forecast_*``, docs/methodology.md);
 with ``include_num_input_tokens_seen`` on, it knows each step's tokens, which makes it steadier for
 batches of varying length (dynamic padding).
-At the end the callback prints a summary, sets ``report`` (a ``wattwise.RunReport``) and, on the
-main process, writes ``report.json``, ``steps.csv`` and ``emissions.csv`` under
-``<output_dir>/wattwise/``. Keyword arguments are those of ``wattwise.Config``.
+At the end of each call the callback prints a summary, sets ``report`` (a ``wattwise.RunReport``;
+``reports`` keeps every call's) and, on the main process, writes ``report.json``, ``steps.csv``,
+``emissions.csv`` and ``report.png`` under ``<output_dir>/wattwise/`` (``output_dir=``, else the
+``TrainingArguments``'); a later call in the same process goes to
+``<output_dir>/<call>/wattwise/`` (``evaluate``, ``predict``, ``train``, then ``<call>-2``...), so
+no run overwrites another. A call that raises finishes its run at once, marked partial, and the
+exception goes on unchanged; so do SIGTERM and SIGINT. The keyword arguments are
+``wattwise.options.Options``'s.
 
 Under ``torchrun`` / ``accelerate launch`` every rank measures its own GPU (and one per node the
 node's counters); at each log the ranks' energy is summed over ``torch.distributed``, so the logged
@@ -46,55 +56,72 @@ to a log entry are then seen by every logger, and it knows when an evaluation is
 
 from __future__ import annotations
 
+import functools
 import os
+from collections.abc import Callable
 from typing import Any
 
 from transformers import Trainer, TrainerCallback
 from transformers.trainer_callback import CallbackHandler, DefaultFlowCallback
 
-from wattwise.config import Config
-from wattwise.hooks import find_caller, guarded, move_to_front
+from wattwise.hooks import find_caller, find_local, guarded, move_to_front, precision_name
 from wattwise.modelcard import write_co2_eq_emissions
+from wattwise.options import Options
 from wattwise.report import RunReport
-from wattwise.session import EVAL_J, Session
+from wattwise.runs import RunSeries
 
 __all__ = ["EnergyCallback"]
 
+PASS_OF_CALL = {"evaluate": "eval", "predict": "predict"}
 
-class EnergyCallback(TrainerCallback):
-    """Measure energy per step and log it through the Trainer. See the module docstring."""
 
-    def __init__(self, **options: Any) -> None:
-        self.config = Config.from_kwargs(**options)
-        self._session = Session(self.config, framework="transformers")
+class EnergyCallback(Options, TrainerCallback):
+    """Measure energy per step and log it through the Trainer.
+
+    Example: ``Trainer(..., callbacks=[EnergyCallback(country_iso_code="FRA")])``. Logged keys:
+    ``energy/step_j``, ``energy/power_w``, ``energy/total_kwh``, ``carbon/total_kg``,
+    ``energy/forecast_kwh``, ``energy/forecast_low_kwh``, ``energy/forecast_high_kwh``,
+    ``carbon/forecast_kg`` (training logs); ``energy/eval_j`` and the totals (evaluation logs and
+    ``evaluate()``'s metrics); ``energy/predict_j`` and the totals (``predict()``'s metrics). See
+    the module docstring.
+    """
+
+    def _configured(self) -> None:
+        self.runs = RunSeries(self, framework="transformers")  # checks the location now
         self._training_type = "fine-tuning"  # "pre-training" for a model built from a config
         self._tokens_seen = 0  # state.num_input_tokens_seen at the previous step
         self._count_tokens = False  # whether the Trainer counts each step's tokens
+        self._call: str | None = None  # the Trainer call running now: "train", "evaluate", "predict"
 
     @property
     def report(self) -> RunReport | None:
-        """The run's report once training has ended (partial if it was interrupted)."""
-        return self._session.report
+        """The report of the latest call once it has ended (partial if it was interrupted)."""
+        return self.runs.report
+
+    @property
+    def reports(self) -> list[RunReport]:
+        return self.runs.reports
+
+    @guarded
+    def on_init_end(self, args, state, control, **kwargs):
+        self._wrap(find_caller(Trainer))
 
     @guarded
     def on_train_begin(self, args, state, control, **kwargs):
-        if self._session.started:  # another train() with this callback: a new run
-            self._session.finish(partial=True)  # no-op unless the previous train() raised
-            self._session = Session(self.config, framework="transformers")
+        trainer = find_caller(Trainer)
+        self._wrap(trainer)
         self._place_before_loggers()
         self._tokens_seen = state.num_input_tokens_seen  # a resumed run restores it first
         self._count_tokens = args.include_num_input_tokens_seen not in ("no", False, None)
-        self._session.start(
-            output_dir=self.config.output_dir or args.output_dir,
-            # a resumed run restores global_step first: what is planned is what is left
-            planned_steps=(state.max_steps - state.global_step) or None,
-            is_main_process=state.is_world_process_zero,
+        run = self.runs.open(
+            "train", output_dir=args.output_dir, is_main_process=state.is_world_process_zero,
             across_ranks=True,  # every rank runs these hooks at the same steps: totals are over all ranks
         )
-        if args.eval_strategy == "steps" and state.eval_steps:
-            self._session.plan(self._session.planned_steps, eval_every_steps=int(state.eval_steps))
-        self._describe(args, state, kwargs.get("model"))
-        self._session.set_work(model=kwargs.get("model"))  # for the run registry's calibration
+        # a resumed run restores global_step first: what is planned is what is left
+        eval_every = int(state.eval_steps) if args.eval_strategy == "steps" and state.eval_steps else None
+        run.plan(self.runs.planned_steps or (state.max_steps - state.global_step) or None, eval_every_steps=eval_every)
+        self._describe(args, kwargs.get("model"), trainer, eval_every)
+        run.set_work(model=kwargs.get("model"))  # for the run registry's calibration
 
     @guarded
     def on_step_end(self, args, state, control, **kwargs):
@@ -102,8 +129,9 @@ class EnergyCallback(TrainerCallback):
         if self._count_tokens:
             tokens = state.num_input_tokens_seen - self._tokens_seen
             self._tokens_seen = state.num_input_tokens_seen
-        self._session.step(tokens)
-        if self._session.stop_requested:  # on_budget="stop" and the budget is spent
+        run = self.runs.run
+        run.step(tokens=tokens)
+        if run.should_stop:  # on_budget="stop" and the budget is spent
             control.should_training_stop = True
         self._maybe_begin_eval(control)
 
@@ -113,27 +141,28 @@ class EnergyCallback(TrainerCallback):
 
     @guarded
     def on_prediction_step(self, args, state, control, **kwargs):
-        if not self._session.started or self._session.finished:
-            return
-        if self._session.phase != "eval":
-            self._session.begin("eval")
-        self._session.step()
+        run = self.runs.run
+        phase = "predict" if self._call == "predict" else "eval"
+        if run.active and run.current_phase != phase:
+            run.begin(phase)
+        run.step(samples=find_local("observed_batch_size"))  # the Trainer's evaluation loop counts them
 
     @guarded
     def on_log(self, args, state, control, logs=None, **kwargs):
-        if logs is None or not self._session.started or self._session.finished:
+        run = self.runs.run
+        if logs is None or not run.active:
             return
-        # Trainer.log runs on every rank at the same step, so the session syncs (sums ranks) here
+        # Trainer.log runs on every rank at the same step, so the run syncs (sums ranks) here
         if any(key.startswith("eval_") for key in logs):
             try:
-                self._session.end("eval")
+                run.end("eval")
             finally:  # whatever happens here, every rank must reach the sync
-                self._session.sync()
-            metrics = {EVAL_J: self._session.last_pass_j, **self._session.totals()}
+                run.sync()
+            metrics = run.pass_metrics("eval")
         else:
-            self._session.sync()
-            metrics = self._session.log_metrics(read=False)
-        if self._session.stop_requested:  # across ranks, decided on the totals at this sync: every rank stops
+            run.sync()
+            metrics = run.metrics(read=False)
+        if run.should_stop:  # across ranks, decided on the totals at this sync: every rank stops
             control.should_training_stop = True
         logs.update(metrics)
         # Trainer.log appended a copy of `logs` to the history just before calling on_log.
@@ -141,33 +170,89 @@ class EnergyCallback(TrainerCallback):
             state.log_history[-1].update(metrics)
 
     @guarded
-    def on_evaluate(self, args, state, control, **kwargs):
-        if self._session.started and self._session.phase == "eval":
-            self._session.end("eval")  # an evaluation whose metrics were not logged
-        metric = _metric_key(args)
-        value = (kwargs.get("metrics") or {}).get(metric)
-        if value is not None and self._session.started and not self._session.finished:
-            greater = args.greater_is_better if args.greater_is_better is not None else not metric.endswith("loss")
-            self._session.evidence.record_metric(metric, value, step=state.global_step, greater_is_better=greater)
+    def on_evaluate(self, args, state, control, metrics=None, **kwargs):
+        run = self.runs.run
+        if run.current_phase == "eval":
+            run.end("eval")  # an evaluation whose metrics were not logged
+        if self._call == "evaluate" and metrics is not None:
+            metrics.update(run.pass_metrics("eval"))  # evaluate() returns this dict
+        name = _metric_key(args)
+        if (value := (metrics or {}).get(name)) is not None:
+            greater = args.greater_is_better if args.greater_is_better is not None else None
+            run.record_metric(name, value, step=state.global_step, greater_is_better=greater)
+
+    @guarded
+    def on_predict(self, args, state, control, metrics=None, **kwargs):
+        run = self.runs.run
+        try:
+            run.end("predict")
+        finally:  # every rank ends its predict() here
+            run.sync()
+        if metrics is not None:
+            metrics.update(run.pass_metrics("predict"))  # predict() returns them in its PredictionOutput
 
     @guarded
     def on_train_end(self, args, state, control, **kwargs):
-        self._session.set_work(tokens=state.num_input_tokens_seen)  # 0 unless include_num_input_tokens_seen
-        self._session.finish()
+        self.runs.run.set_work(tokens=state.num_input_tokens_seen)  # 0 unless include_num_input_tokens_seen
+        self.runs.close()
         self._write_model_card(args)
 
-    def _describe(self, args, state, model) -> None:
+    # ---- the Trainer's calls ---------------------------------------------------------------------
+
+    def _wrap(self, trainer: Trainer | None) -> None:
+        """Wrap the trainer's ``train``, ``evaluate`` and ``predict`` (on the instance): each call is a
+        run, finished the moment the call raises, and a standalone evaluate/predict is measured."""
+        if trainer is None:
+            return
+        for call in ("train", "evaluate", "predict"):
+            method = getattr(trainer, call)
+            if getattr(method, "_wattwise", None) is not self:
+                setattr(trainer, call, self._measured(trainer, call, method))
+
+    def _measured(self, trainer: Trainer, call: str, method: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(method)
+        def measured(*args: Any, **kwargs: Any) -> Any:
+            if self._call is not None:  # evaluate() inside train(): a phase of the training run
+                return method(*args, **kwargs)
+            self._call = call
+            try:
+                if call in PASS_OF_CALL:
+                    self._open_pass(trainer, call)
+                result = method(*args, **kwargs)
+            except BaseException:
+                self._close(partial=True)
+                raise
+            finally:
+                self._call = None
+            if call in PASS_OF_CALL:
+                self._close(partial=False)
+            return result
+
+        measured._wattwise = self
+        return measured
+
+    @guarded
+    def _open_pass(self, trainer: Trainer, call: str) -> None:
+        self.runs.open(call, output_dir=trainer.args.output_dir, phase=PASS_OF_CALL[call],
+                       is_main_process=trainer.is_world_process_zero(), across_ranks=True)
+
+    @guarded
+    def _close(self, *, partial: bool) -> None:
+        self.runs.close(partial=partial)
+
+    # ---- set-up, the model card, the callback order ----------------------------------------------
+
+    def _describe(self, args, model, trainer: Trainer | None, eval_every: int | None) -> None:
         """Set-up facts for the advisor, and the model card kept through ``Trainer.create_model_card``."""
-        dtype = str(getattr(next(model.parameters(), None), "dtype", "")) if model is not None else ""
-        precision = "bf16" if args.bf16 else "fp16" if args.fp16 else {"torch.float32": "fp32"}.get(dtype)
-        self._session.evidence.describe(
+        dtype = getattr(next(model.parameters(), None), "dtype", "") if model is not None else ""
+        precision = "bf16" if args.bf16 else "fp16" if args.fp16 else precision_name(dtype)
+        self.runs.run.evidence.describe(
             framework="transformers", device=args.device.type, precision=precision,
             batch_size=args.per_device_train_batch_size, grad_accumulation_steps=args.gradient_accumulation_steps,
             num_workers=args.dataloader_num_workers, pin_memory=bool(args.dataloader_pin_memory),
-            eval_every_steps=int(state.eval_steps) if args.eval_strategy == "steps" and state.eval_steps else None,
+            eval_every_steps=eval_every,
         )
         self._training_type = "fine-tuning" if getattr(model, "name_or_path", "") else "pre-training"
-        trainer = find_caller(Trainer)
         if trainer is not None and not getattr(trainer.create_model_card, "_wattwise", False):
             create_model_card = trainer.create_model_card
 
@@ -181,20 +266,20 @@ class EnergyCallback(TrainerCallback):
 
     def _write_model_card(self, args) -> None:
         """The Hub's ``co2_eq_emissions`` in ``<output_dir>/README.md``, where the Trainer writes its card."""
-        report = self._session.report
-        if report is None or not self.config.write_files or not self._session.is_main_process:
+        run = self.runs.latest("train")
+        if run is None or not self.config.write_files or not run.is_main_process:
             return
         try:
-            write_co2_eq_emissions(os.path.join(args.output_dir, "README.md"), report,
+            write_co2_eq_emissions(os.path.join(args.output_dir, "README.md"), run.report,
                                    training_type=self._training_type)
         except Exception as exc:  # the card is a courtesy: never fail the training's end over it
-            self._session.note(f"could not write co2_eq_emissions to the model card: {exc}")
+            run.note(f"could not write co2_eq_emissions to the model card: {exc}")
 
     def _maybe_begin_eval(self, control) -> None:
         """DefaultFlowCallback (just before us) has decided an evaluation follows: its set-up and
         first batch are evaluation energy, so the phase begins now, not at the first batch's end."""
-        if control.should_evaluate and self._session.started and not self._session.finished:
-            self._session.begin("eval")
+        if control.should_evaluate:
+            self.runs.run.begin("eval")
 
     def _place_before_loggers(self) -> None:
         """Right after DefaultFlowCallback (so ``control`` already says whether an evaluation
@@ -202,7 +287,7 @@ class EnergyCallback(TrainerCallback):
         handler = find_caller(CallbackHandler)
         placed = handler is not None and move_to_front(handler.callbacks, self, after=DefaultFlowCallback)
         if not placed:
-            self._session.note(
+            self.runs.run.note(
                 "could not move EnergyCallback before the report_to loggers: energy metrics reach "
                 "trainer.state.log_history and the console, but not TensorBoard/W&B/MLflow"
             )

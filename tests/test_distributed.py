@@ -29,7 +29,7 @@ from wattwise.distributed import (
 from wattwise.meter import EnergyMeter
 from wattwise.modelcard import hardware_used
 from wattwise.report import RunReport
-from wattwise.session import Session
+from wattwise.run import Run
 from wattwise.sources.base import Component
 
 WORKERS = Path(__file__).parent / "distributed"
@@ -83,7 +83,7 @@ def test_merged_components_keep_unique_names_and_qualify_shared_ones():
 def test_without_an_initialised_process_group_a_session_is_one_process(tmp_path):
     assert Reducer.from_environment() is None  # torch is imported here, torch.distributed is not initialised
     clock = FakeClock()
-    session = Session(Config.from_kwargs(country_iso_code="FRA", write_files=False, print_summary=False), "loop",
+    session = Run.from_config(Config.from_kwargs(country_iso_code="FRA", write_files=False, print_summary=False), "loop",
                       clock=clock)
     session.start(output_dir=tmp_path, planned_steps=4, across_ranks=True,
                   meter=EnergyMeter([SteadySource({"cpu": 10.0}, clock=clock)], clock=clock))
@@ -91,7 +91,7 @@ def test_without_an_initialised_process_group_a_session_is_one_process(tmp_path)
         clock.now += 1.0
         session.step()
     session.sync()
-    logged = session.log_metrics(read=False)
+    logged = session.metrics(read=False)
     report = session.finish()
     assert report.ranks == [] and report.energy_j == pytest.approx(40.0)
     assert logged["energy/total_kwh"] * 3.6e6 == pytest.approx(40.0)

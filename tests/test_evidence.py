@@ -11,7 +11,7 @@ from fakes import FakeClock, FakeGpu, make_fake_nvml, uuid
 import wattwise.advisor
 from wattwise.config import Config
 from wattwise.meter import EnergyMeter
-from wattwise.session import Session
+from wattwise.run import Run
 from wattwise.sources.nvml import NvmlSource
 
 
@@ -25,9 +25,9 @@ def fake_gpu(monkeypatch):
     return gpu, fake
 
 
-def gpu_session(tmp_path, clock, **options) -> Session:
+def gpu_session(tmp_path, clock, **options) -> Run:
     options.setdefault("carbon_intensity_g_per_kwh", 3.0)
-    session = Session(Config.from_kwargs(print_summary=False, write_files=False, **options), "test", clock=clock)
+    session = Run.from_config(Config.from_kwargs(print_summary=False, write_files=False, **options), "test", clock=clock)
     session.start(output_dir=tmp_path, meter=EnergyMeter([NvmlSource.open()], clock=clock))
     return session
 
@@ -100,7 +100,7 @@ def test_metric_points_carry_the_energy_spent_so_far(tmp_path, fake_gpu):
 
 def test_unknown_setup_facts_are_refused(tmp_path, steady_source):
     clock = FakeClock()
-    session = Session(Config.from_kwargs(print_summary=False, write_files=False), "test", clock=clock)
+    session = Run.from_config(Config.from_kwargs(print_summary=False, write_files=False), "test", clock=clock)
     session.start(output_dir=tmp_path, meter=EnergyMeter([steady_source({"cpu": 1.0}, clock)], clock=clock))
     with pytest.raises(ValueError, match="batchsize"):
         session.evidence.describe(batchsize=8)
@@ -114,7 +114,7 @@ def test_a_failing_advisor_costs_the_advice_not_the_report(tmp_path, steady_sour
 
     monkeypatch.setattr(wattwise.advisor, "advise", broken)
     clock = FakeClock()
-    session = Session(Config.from_kwargs(print_summary=False, write_files=False), "test", clock=clock)
+    session = Run.from_config(Config.from_kwargs(print_summary=False, write_files=False), "test", clock=clock)
     session.start(output_dir=tmp_path, meter=EnergyMeter([steady_source({"cpu": 10.0}, clock)], clock=clock))
     clock.now += 1.0
     session.step()

@@ -124,13 +124,13 @@ def test_epoch_metrics_are_in_the_history(tmp_path):
 def test_batch_logs_carry_the_metrics_recomputed_only_at_window_boundaries(tmp_path, capsys):
     callback = energy(tmp_path)
     calls = []
-    log_metrics = callback._session.log_metrics
+    log_metrics = callback.runs.run.metrics
 
     def counted(*args, **kwargs):
         calls.append(1)
         return log_metrics(*args, **kwargs)
 
-    callback._session.log_metrics = counted
+    callback.runs.run.metrics = counted
     before, after = BatchRecorder(), BatchRecorder()
     fit(tiny_model(), [before, callback, after], n=160, epochs=2, validation_split=0, verbose=1)
     batches = len(after.logs)
@@ -272,7 +272,7 @@ def test_a_failing_hook_is_reported_once_and_training_goes_on(tmp_path, caplog):
     def explode(*args, **kwargs):
         raise ZeroDivisionError("bug in wattwise")
 
-    callback._session.log_metrics = explode
+    callback.runs.run.metrics = explode
     with caplog.at_level("WARNING", logger="wattwise"):
         history = fit(tiny_model(), [callback])
     assert len(history.history["loss"]) == 3

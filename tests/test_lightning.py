@@ -114,8 +114,8 @@ def test_one_class_serves_both_namespaces_and_logs_at_the_log_steps(tmp_path, na
     callback = energy()
     assert isinstance(callback, pl.Callback)
     reads = []
-    real_log_metrics = callback._session.log_metrics
-    callback._session.log_metrics = lambda **kw: reads.append(1) or real_log_metrics(**kw)
+    real_log_metrics = callback.runs.run.metrics
+    callback.runs.run.metrics = lambda **kw: reads.append(1) or real_log_metrics(**kw)
     logger = loggers.CSVLogger(str(tmp_path / "logs"))
     # a bare callback (not in a list) is accepted only by an isinstance check of the Trainer's namespace
     trainer = make_trainer(pl, tmp_path, callback, logger=logger, max_epochs=1, max_steps=-1)
@@ -270,7 +270,7 @@ def test_the_validation_schedule_gives_the_forecast_its_cadence(tmp_path, schedu
     trainer = make_trainer(LIGHTNING, tmp_path, [callback], max_steps=-1, num_sanity_val_steps=0, **schedule)
     trainer.fit(tiny_module(LIGHTNING), loader(64), loader(16, seed=1))
     report = callback.report
-    assert callback._session.forecaster.eval_every_steps == every
+    assert callback.runs.run.projection.forecaster.eval_every_steps == every
     if every is not None:  # the cadence read from the trainer predicts the passes that ran
         assert report.by_phase["eval"].passes == report.train_steps // every
 
@@ -279,7 +279,7 @@ def test_without_validation_there_is_no_evaluation_cadence(tmp_path):
     callback = energy()
     trainer = make_trainer(LIGHTNING, tmp_path, [callback], max_steps=-1, max_epochs=1)
     trainer.fit(tiny_module(LIGHTNING), loader(64))
-    assert callback._session.forecaster.eval_every_steps is None
+    assert callback.runs.run.projection.forecaster.eval_every_steps is None
 
 
 def test_works_with_early_stopping_and_model_checkpoint_on_its_own_metric(tmp_path):
@@ -308,7 +308,7 @@ def test_a_failing_hook_is_reported_once_and_training_goes_on(tmp_path, monkeypa
     def explode(*args, **kwargs):
         raise ZeroDivisionError("bug in wattwise")
 
-    monkeypatch.setattr(callback._session, "log_metrics", explode)
+    monkeypatch.setattr(callback.runs.run, "log_metrics", explode)
     trainer = make_trainer(LIGHTNING, tmp_path, [callback])
     with caplog.at_level("WARNING", logger="wattwise"):
         trainer.fit(tiny_module(LIGHTNING), loader(64))

@@ -36,7 +36,7 @@ def test_hf_training_writes_co2_eq_emissions_where_the_trainer_writes_its_card(t
 def test_hf_evidence_setup_and_metric_history(tmp_path):
     callback = energy()
     run(tmp_path, callback, eval_strategy="steps", eval_steps=4, dataloader_num_workers=0)
-    evidence = callback._session.evidence
+    evidence = callback.runs.run.evidence
     assert evidence.setup.framework == "transformers"
     assert (evidence.setup.device, evidence.setup.precision) == ("cpu", "fp32")
     assert (evidence.setup.batch_size, evidence.setup.grad_accumulation_steps) == (4, 1)
@@ -67,7 +67,7 @@ def test_lightning_evidence_setup_and_metric_history(tmp_path):
     callback = lightning_energy()
     trainer = make_trainer(pl, tmp_path, [callback], max_steps=12, val_check_interval=4, num_sanity_val_steps=2)
     trainer.fit(tiny_module(pl), loader(64, batch_size=8), loader(16, seed=1))
-    evidence = callback._session.evidence
+    evidence = callback.runs.run.evidence
     assert (evidence.setup.framework, evidence.setup.device, evidence.setup.precision) == ("lightning", "cpu", "fp32")
     assert (evidence.setup.batch_size, evidence.setup.num_workers, evidence.setup.pin_memory) == (8, 0, False)
     assert evidence.metric_name == "val_loss"
@@ -77,7 +77,7 @@ def test_lightning_evidence_setup_and_metric_history(tmp_path):
 def test_keras_evidence_setup_and_metric_history(tmp_path):
     callback = keras_energy(tmp_path, print_summary=False)
     fit(tiny_model(), [callback], n=40, epochs=3)
-    evidence = callback._session.evidence
+    evidence = callback.runs.run.evidence
     assert (evidence.setup.framework, evidence.setup.precision, evidence.setup.batch_size) == ("keras", "fp32", 8)
     assert evidence.metric_name == "val_loss"
     assert [p.step for p in evidence.history] == [4, 8, 12]  # 30 training samples: 4 batches an epoch

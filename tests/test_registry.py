@@ -18,7 +18,7 @@ from wattwise.estimate import HARDWARE, estimate, fit_efficiency
 from wattwise.meter import EnergyMeter
 from wattwise.registry import Registry, default_path, record_from_report, resolve_path
 from wattwise.report import ComponentEnergy, PhaseEnergy, RunReport
-from wattwise.session import Session
+from wattwise.run import Run
 
 A100 = "NVIDIA A100-SXM4-80GB"
 
@@ -76,10 +76,10 @@ def test_config_reads_the_registry_setting(monkeypatch):
 # ---- what a session leaves in it -------------------------------------------------------------------
 
 
-def run_session(tmp_path, steady_source, *, model=None, partial=False, **options) -> Session:
+def run_session(tmp_path, steady_source, *, model=None, partial=False, **options) -> Run:
     clock = FakeClock()
     options.setdefault("carbon_intensity_g_per_kwh", 100.0)
-    session = Session(Config.from_kwargs(print_summary=False, write_files=False, **options), framework="loop",
+    session = Run.from_config(Config.from_kwargs(print_summary=False, write_files=False, **options), framework="loop",
                       clock=clock)
     session.start(output_dir=tmp_path, planned_steps=50, meter=EnergyMeter([steady_source({"cpu": 10.0}, clock)],
                                                                             clock=clock))
@@ -105,7 +105,7 @@ def test_a_finished_run_is_recorded_with_what_calibration_needs(tmp_path, steady
     assert record.device_energy_j == pytest.approx(50.0)
     assert record.by_phase["train"]["energy_j"] == pytest.approx(report.by_phase["train"].energy_j)
     assert record.emissions_kg == pytest.approx(report.emissions_kg)
-    assert record.output_dir == str(tmp_path) and record.started_at == report.started_at
+    assert record.output_dir is None and record.started_at  # no files written (write_files=False): nowhere to point == report.started_at
 
 
 def test_a_partial_run_is_recorded_flagged(tmp_path, steady_source, private_registry):
@@ -251,7 +251,7 @@ def test_a_version_1_file_gains_the_precision_column_and_keeps_its_runs(private_
 
 
 def test_a_session_records_the_precision_its_integration_described(tmp_path, steady_source, private_registry):
-    session = Session(Config.from_kwargs(country_iso_code="FRA", print_summary=False, write_files=False), "loop")
+    session = Run.from_config(Config.from_kwargs(country_iso_code="FRA", print_summary=False, write_files=False), "loop")
     session.start(output_dir=tmp_path, planned_steps=2, meter=EnergyMeter([steady_source({"gpu:0": 10.0})]))
     session.evidence.describe(precision="bf16")
     session.step()

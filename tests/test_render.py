@@ -17,7 +17,7 @@ from wattwise.meter import EnergyMeter
 from wattwise.plot import merge_short, phase_spans
 from wattwise.render import load_report, plain_summary, print_summary
 from wattwise.report import RunReport
-from wattwise.session import Session
+from wattwise.run import Run
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -26,7 +26,7 @@ def tracked_run(tmp_path, steady_source, *, eval_steps=40, watts=None, name="run
     """A run of 200 steps of 10 ms with an evaluation every 50 steps, written under tmp_path/name."""
     clock = FakeClock()
     config = Config.from_kwargs(country_iso_code="FRA", print_summary=False, window_s=0.1)
-    session = Session(config, framework="transformers", clock=clock)
+    session = Run.from_config(config, framework="transformers", clock=clock)
     meter = EnergyMeter([steady_source(watts or {"gpu:0": 200.0, "cpu": 50.0}, clock)], clock=clock)
     session.start(output_dir=tmp_path / name, planned_steps=200, meter=meter)
     if eval_every:  # the framework says when it evaluates (HF eval_steps, Lightning's schedule)
@@ -125,7 +125,7 @@ def test_short_windows_are_merged_for_the_power_plot_keeping_energy():
 
 def test_importing_wattwise_does_not_import_rich_or_matplotlib():
     code = (
-        "import sys, wattwise, wattwise.report, wattwise.render, wattwise.plot, wattwise.advisor, wattwise.session;"
+        "import sys, wattwise, wattwise.report, wattwise.render, wattwise.plot, wattwise.advisor, wattwise.run;"
         "print([m for m in ('rich', 'matplotlib') if m in sys.modules])"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)

@@ -161,7 +161,7 @@ def test_gradient_accumulation_counts_optimizer_steps(tmp_path):
 def test_tokens_counted_by_the_trainer_reach_the_forecast(tmp_path, count):
     callback = energy(window_s=0.001)
     trainer = run(tmp_path, callback, eval_n=0, include_num_input_tokens_seen=count)
-    windows = callback._session.forecaster._windows
+    windows = callback.runs.run.projection.forecaster._windows
     if count == "all":  # 12 steps of 4 sequences of 16 tokens, each window with its steps' tokens
         assert trainer.state.num_input_tokens_seen == 12 * 4 * 16
         assert sum(w.work for w in windows) == trainer.state.num_input_tokens_seen
@@ -216,7 +216,7 @@ def test_a_failing_hook_is_reported_once_and_training_goes_on(tmp_path, monkeypa
     def explode(*args, **kwargs):
         raise ZeroDivisionError("bug in wattwise")
 
-    monkeypatch.setattr(callback._session, "log_metrics", explode)
+    monkeypatch.setattr(callback.runs.run, "log_metrics", explode)
     with caplog.at_level("WARNING", logger="wattwise"):
         trainer = run(tmp_path, callback)
     assert trainer.state.global_step == 12

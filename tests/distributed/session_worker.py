@@ -1,4 +1,4 @@
-"""One rank of a two-process torch.distributed (gloo) run of a bare ``Session``, for test_distributed.py.
+"""One rank of a two-process torch.distributed (gloo) run of a bare ``Run``, for test_distributed.py.
 
 Run under torchrun: ``session_worker.py OUT SCENARIO STEPS [BUDGET_KWH]``.
 
@@ -57,9 +57,10 @@ def main() -> None:
     sys.modules["pynvml"] = make_fake_nvml(gpus)
     os.environ.pop("CUDA_VISIBLE_DEVICES", None)  # every fake GPU visible; LOCAL_RANK picks this rank's
 
+    import wattwise.ranks
     import wattwise.sources.rapl
     from wattwise.config import Config
-    from wattwise.session import Session
+    from wattwise.run import Run
 
     wattwise.sources.rapl.DEFAULT_ROOT = str(rapl_root)
     options = dict(
@@ -68,7 +69,7 @@ def main() -> None:
     )
     if budget_kwh is not None:
         options.update(budget_kwh=budget_kwh, on_budget="stop")
-    session = Session(Config.from_kwargs(**options), framework="loop")
+    session = Run.from_config(Config.from_kwargs(**options), framework="loop")
     session.start(output_dir=out, planned_steps=steps, is_main_process=rank == 0, across_ranks=True)
 
     my_gpu = gpus[0] if scenario == "two-nodes" else gpus[rank]
@@ -79,12 +80,12 @@ def main() -> None:
             advance_rapl(rapl_root, "intel-rapl:0", PACKAGE_J)
             advance_rapl(rapl_root, "intel-rapl:0:0", DRAM_J)
         if scenario == "one-node-broken" and rank == 1 and step == BREAK_AT:
-            session._local_figures = lambda: 1 / 0  # a bug on one rank only
+            wattwise.ranks._local_figures = lambda ledger: 1 / 0  # a bug on one rank only
         session.step()
         if step % LOG_EVERY == 0:
             session.sync()
-            metrics.append({"step": step, **session.log_metrics(read=False)})
-        if session.stop_requested:
+            metrics.append({"step": step, **session.metrics(read=False)})
+        if session.should_stop:
             stopped_at = step
             break
     report = session.finish()

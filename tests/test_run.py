@@ -17,8 +17,9 @@ from wattwise.carbon import resolve_intensity
 from wattwise.config import Config
 from wattwise.forecast import Forecast
 from wattwise.meter import EnergyMeter
+from wattwise.render import plain_summary
 from wattwise.report import RunReport, emissions_csv_columns
-from wattwise.session import CARBON_KG, POWER_W, STEP_J, TOTAL_KWH, UNMEASURED_EVAL_NOTE, Session
+from wattwise.run import CARBON_KG, POWER_W, STEP_J, TOTAL_KWH, UNMEASURED_EVAL_NOTE, Run
 from wattwise.windows import TIMELINE_POINTS
 
 
@@ -38,10 +39,10 @@ class CountingSource:
         pass
 
 
-def make_session(tmp_path, clock, sources, **options) -> Session:
+def make_session(tmp_path, clock, sources, **options) -> Run:
     options.setdefault("carbon_intensity_g_per_kwh", 100.0)
     options.setdefault("print_summary", False)
-    session = Session(Config.from_kwargs(**options), framework="test", clock=clock)
+    session = Run.from_config(Config.from_kwargs(**options), framework="test", clock=clock)
     session.start(output_dir=tmp_path, planned_steps=None, meter=EnergyMeter(sources, clock=clock))
     return session
 
@@ -100,7 +101,7 @@ def test_log_metrics_cover_the_interval_since_the_last_log_and_exclude_eval(tmp_
     for _ in range(10):
         clock.now += 0.1
         session.step()
-    first = session.log_metrics()
+    first = session.metrics()
     assert first[STEP_J] == pytest.approx(10.0)
     assert first[POWER_W] == pytest.approx(100.0)
     session.begin("eval")
@@ -111,7 +112,7 @@ def test_log_metrics_cover_the_interval_since_the_last_log_and_exclude_eval(tmp_
     for _ in range(4):
         clock.now += 0.5
         session.step()
-    second = session.log_metrics()
+    second = session.metrics()
     assert second[STEP_J] == pytest.approx(50.0)
     assert second[POWER_W] == pytest.approx(100.0)
     assert second[TOTAL_KWH] == pytest.approx(100.0 * 8.0 / 3.6e6)
@@ -124,7 +125,7 @@ def test_memory_is_bounded_however_long_the_run(tmp_path, steady_source):
     for _ in range(20_000):  # 20 000 windows
         clock.now += 0.5
         session.step()
-    assert len(session._timeline) < TIMELINE_POINTS
+    assert len(session.ledger.timeline) < TIMELINE_POINTS
     report = session.finish()
     assert len(report.timeline) <= TIMELINE_POINTS
     assert sum(float(p["gpu:0"]) for p in report.timeline) == pytest.approx(report.energy_j)
@@ -140,7 +141,7 @@ def test_time_without_steps_belongs_to_the_step_before_it(tmp_path, steady_sourc
     for _ in range(2):
         clock.now += 1.0
         session.step()
-    session.log_metrics()
+    session.metrics()
     clock.now += 3.0  # logging and evaluation set-up: the second step's
     session.begin("eval")
     for _ in range(4):
@@ -184,7 +185,7 @@ def test_set_up_before_the_first_step_goes_to_the_first_step_whatever_its_phase(
 
 def test_a_session_can_start_in_another_phase(tmp_path, steady_source):
     clock = FakeClock()
-    session = Session(Config.from_kwargs(print_summary=False, carbon_intensity_g_per_kwh=1.0), "test", clock=clock)
+    session = Run.from_config(Config.from_kwargs(print_summary=False, carbon_intensity_g_per_kwh=1.0), "test", clock=clock)
     session.start(output_dir=tmp_path, phase="test", meter=EnergyMeter([steady_source({"cpu": 1.0}, clock)]))
     for _ in range(3):
         clock.now += 1.0
@@ -245,7 +246,7 @@ def test_report_json_round_trips_and_emissions_csv_has_codecarbon_columns(tmp_pa
 
 def test_finish_is_idempotent_and_files_only_on_the_main_process(tmp_path, steady_source):
     clock = FakeClock()
-    session = Session(Config.from_kwargs(print_summary=False, carbon_intensity_g_per_kwh=1.0), "test", clock=clock)
+    session = Run.from_config(Config.from_kwargs(print_summary=False, carbon_intensity_g_per_kwh=1.0), "test", clock=clock)
     session.start(output_dir=tmp_path, is_main_process=False, meter=EnergyMeter([steady_source({"cpu": 1.0}, clock)]))
     clock.now += 1
     session.step()
@@ -256,7 +257,7 @@ def test_finish_is_idempotent_and_files_only_on_the_main_process(tmp_path, stead
 
 def test_no_location_warns_once_with_the_world_average(tmp_path, steady_source, caplog):
     clock = FakeClock()
-    session = Session(Config.from_kwargs(print_summary=False), "test", clock=clock)
+    session = Run.from_config(Config.from_kwargs(print_summary=False), "test", clock=clock)
     with caplog.at_level("WARNING", logger="wattwise"):
         session.start(output_dir=tmp_path, meter=EnergyMeter([steady_source({"cpu": 1.0}, clock)]))
         session.finish()
@@ -270,8 +271,8 @@ def test_interrupted_run_leaves_a_partial_report(tmp_path):
     script = textwrap.dedent(
         f"""
         from wattwise.config import Config
-        from wattwise.session import Session
-        s = Session(Config.from_kwargs(sources=("cpu", "ram"), country_iso_code="DEU"), "test")
+        from wattwise.run import Run
+        s = Run.from_config(Config.from_kwargs(sources=("cpu", "ram"), country_iso_code="DEU"), "test")
         s.start(output_dir={str(tmp_path)!r})
         for _ in range(5):
             s.step()
@@ -288,7 +289,7 @@ def test_interrupted_run_leaves_a_partial_report(tmp_path):
 
 def test_import_wattwise_is_cheap():
     code = (
-        "import sys, wattwise, wattwise.session, wattwise.sources;"
+        "import sys, wattwise, wattwise.run, wattwise.sources;"
         "heavy = [m for m in ('torch', 'transformers', 'lightning', 'pytorch_lightning', 'keras', 'codecarbon', 'pandas')"
         " if m in sys.modules]; print(heavy)"
     )
@@ -312,7 +313,7 @@ def test_forecasts_are_logged_and_scored_against_the_measured_total(tmp_path, st
         clock.now += 0.1
         session.step()
         if step == 200:
-            metrics = session.log_metrics()
+            metrics = session.metrics()
     report = session.finish()
     assert metrics["energy/forecast_kwh"] == pytest.approx(100.0 * 100.0 / 3.6e6, rel=0.01)
     assert metrics["energy/forecast_low_kwh"] <= metrics["energy/forecast_kwh"] <= metrics["energy/forecast_high_kwh"]
@@ -357,8 +358,8 @@ def test_two_named_intervals_are_measured_independently(tmp_path, steady_source)
     for _ in range(10):  # an "epoch" of 10 steps of 0.2 s, with batch-level refreshes
         clock.now += 0.2
         if session.step():
-            closed.append(session.log_metrics("batch", read=False))
-    epoch = session.log_metrics("epoch")
+            closed.append(session.metrics("batch", read=False))
+    epoch = session.metrics("epoch")
     assert 3 <= len(closed) <= 4  # one window per 0.5 s, and step() says when it closed one
     assert closed[0]["energy/step_j"] == pytest.approx(2.0)
     assert epoch["energy/step_j"] == pytest.approx(2.0)
@@ -378,7 +379,7 @@ def test_once_the_plan_is_done_the_forecast_is_the_measured_total(tmp_path, stea
         clock.now += 0.1
         session.step()
     session.end("eval")
-    metrics = session.log_metrics()
+    metrics = session.metrics()
     assert metrics["energy/forecast_kwh"] == pytest.approx(metrics["energy/total_kwh"], rel=1e-9)
     assert metrics["energy/forecast_low_kwh"] == pytest.approx(metrics["energy/forecast_high_kwh"], rel=1e-9)
 
@@ -395,8 +396,8 @@ def test_an_energy_budget_warns_from_the_forecast_and_acts_on_the_measure(tmp_pa
         clock.now += 0.1
         session.step()
         if step % 50 == 0:
-            session.log_metrics()
-        if session.stop_requested and stopped_at is None:
+            session.metrics()
+        if session.should_stop and stopped_at is None:
             stopped_at = step
     report = session.finish()
     warning = next(n for n in report.notes if n.startswith("forecast over budget"))
@@ -405,7 +406,7 @@ def test_an_energy_budget_warns_from_the_forecast_and_acts_on_the_measure(tmp_pa
     if on_budget == "stop":
         assert 500 <= stopped_at <= 510  # at the first window after the budget is spent
         assert report.budget["stopped_at_step"] == stopped_at
-        assert "STOPPED by the budget" in report.summary()
+        assert "STOPPED by the budget" in plain_summary(report)
     else:
         assert stopped_at is None and report.budget["stopped_at_step"] is None
         exceeded = next(n for n in report.notes if n.startswith("budget exceeded at training step "))
@@ -452,7 +453,7 @@ def test_a_carbon_budget_uses_the_grid_intensity(tmp_path, steady_source):
     session = make_session(tmp_path, clock, [steady_source({"gpu:0": 100.0}, clock)], window_s=0.5,
                            budget_kg_co2e=0.001, on_budget="stop")
     steps = 0
-    while not session.stop_requested and steps < 10_000:
+    while not session.should_stop and steps < 10_000:
         clock.now += 1.0
         session.step()
         steps += 1

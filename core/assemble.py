@@ -1,0 +1,65 @@
+"""Assembling a run's ``RunReport`` from its ledger, its ranks, its forecasts and the advisor.
+
+Example::
+
+    >>> report = assemble_report(run, partial=False, ranks=[])    # what Run.finish() does
+
+One function, so the report is built the same way at the end of every run, whichever framework
+(or ``track()``) drove it.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from . import advisor
+from .report import RunReport, hardware_info
+
+if TYPE_CHECKING:
+    from .run import Run
+
+
+def assemble_report(run: Run, *, partial: bool, ranks: list[dict]) -> RunReport:
+    """This process's figures or, with ``ranks`` gathered at the end, the whole run's."""
+    ledger = run.ledger
+    energy_j, by_component, phases = run.ranks.totals(ledger, ranks)
+    by_phase = {
+        name: p for name, p in phases.items() if p.energy_j or p.steps or p.passes or name == ledger.start_phase
+    }
+    recommendations = recommend(run, energy_j, by_phase, by_component)  # before the notes: its failure is one
+    planned = run.projection.planned_steps
+    complete = not partial and bool(planned) and ledger.phases["train"].steps >= planned
+    return RunReport(
+        run_id=run.run_id,
+        framework=run.framework,
+        project_name=run.config.project_name,
+        started_at=run.started_at,
+        duration_s=ledger.so_far()[1],
+        energy_j=energy_j,
+        emissions_kg=run.grid.kg_for_j(energy_j),
+        train_steps=ledger.phases["train"].steps,
+        planned_steps=planned,
+        by_component=by_component,
+        by_phase=by_phase,
+        carbon=run.grid.to_dict(),
+        partial=partial,
+        recommendations=recommendations,
+        notes=list(run.notes),
+        timeline=ledger.timeline.points(),
+        hardware=hardware_info(),
+        forecasts=run.projection.scored(complete=complete, energy_j=energy_j),
+        budget=run.budget.to_dict(),
+        ranks=[{**r, "components": {c["name"]: c["energy_j"] for c in r["components"]}} for r in ranks],
+    )
+
+
+def recommend(run: Run, energy_j: float, by_phase: dict, by_component: dict) -> list:
+    """The advisor's recommendations for the run; a failing advisor costs the advice, not the report."""
+    try:
+        return advisor.advise(run.ledger.evidence.evidence(
+            energy_j=energy_j, duration_s=run.ledger.so_far()[1], phases=by_phase, components=by_component,
+            grid=run.grid,
+        ))
+    except Exception as exc:
+        run.report_failure("advisor", exc)
+        return []
