@@ -6,10 +6,16 @@ Example::
     python -m wattwise.cli estimate --params 124e6 --tokens 1e9 --hardware t4 --precision fp16 --json
     wattwise report runs/hf                  # summary and runs/hf/wattwise/report.png, from report.json
     wattwise compare runs/hf runs/hf-bf16
+    wattwise runs                            # each run's id and directory
+    wattwise report 3f2a9c1e                 # a run by its id (or a unique prefix, 8 characters or more)
+    wattwise compare 3f2a9c1e 77b0d4a2
 
 Sub-commands: ``estimate`` (a run's energy, time and CO2e before it runs; see ``wattwise.estimate``),
-``report PATH`` (a saved run's summary and ``report.png`` again, from its ``report.json`` or directory),
-``compare A B`` (two saved runs side by side), ``runs`` (the run registry, newest first).
+``report RUN`` (a saved run's summary and ``report.png`` again, from its ``report.json`` or directory),
+``compare A B`` (two saved runs side by side), ``runs`` (the run registry, newest first, with each run's
+id and directory). A RUN is a path (a ``report.json``, or a directory holding one or a ``wattwise/``
+with one) or a run id from ``wattwise runs``: the whole id or a unique prefix of at least 8
+characters, looked up in the run registry for the directory the run wrote.
 Bad arguments print one error line and exit with status 2.
 """
 
@@ -82,12 +88,16 @@ def build_parser() -> argparse.ArgumentParser:
     runs.add_argument("--registry", help="registry file (default: WATTWISE_REGISTRY, else the per-user one)")
     runs.add_argument("--json", action="store_true", help="print the runs as JSON")
     rep = sub.add_parser("report", help="print a saved run's summary and draw its report.png again")
-    rep.add_argument("path", help="a report.json, or a directory holding one (or its wattwise/)")
+    rep.add_argument("path", metavar="RUN",
+                     help="a report.json, a directory holding one (or its wattwise/), or a run id from "
+                          "`wattwise runs` (a unique prefix of 8+ characters will do)")
     rep.add_argument("--png", help="where to draw the figure (default: report.png beside report.json)")
     rep.add_argument("--no-png", action="store_true", help="print the summary only")
+    rep.add_argument("--registry", help="registry file for run ids (default: WATTWISE_REGISTRY, else the per-user one)")
     cmp = sub.add_parser("compare", help="two saved runs side by side")
-    cmp.add_argument("a", help="the first run: a report.json or a directory holding one")
-    cmp.add_argument("b", help="the second run")
+    cmp.add_argument("a", metavar="A", help="the first run: a report.json, a directory holding one, or a run id")
+    cmp.add_argument("b", metavar="B", help="the second run")
+    cmp.add_argument("--registry", help="registry file for run ids (default: WATTWISE_REGISTRY, else the per-user one)")
     return parser
 
 
@@ -125,9 +135,9 @@ def _runs(args: argparse.Namespace) -> str:
 
 def _report(args: argparse.Namespace) -> None:
     from .plot import write_png
-    from .render import load_report, print_summary
+    from .render import load_run, print_summary
 
-    report, json_path = load_report(args.path)
+    report, json_path = load_run(args.path, registry=args.registry or None)
     print_summary(report)
     if not args.no_png:
         png = write_png(report, args.png or json_path.with_name("report.png"))
@@ -135,9 +145,9 @@ def _report(args: argparse.Namespace) -> None:
 
 
 def _compare(args: argparse.Namespace) -> None:
-    from .render import compare_table, load_report, plain_table
+    from .render import compare_table, load_run, plain_table
 
-    (a, a_path), (b, b_path) = load_report(args.a), load_report(args.b)
+    (a, a_path), (b, b_path) = (load_run(run, registry=args.registry or None) for run in (args.a, args.b))
     print(f"A: {a_path}\nB: {b_path}")
     print(plain_table(compare_table(a, b)))
 

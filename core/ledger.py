@@ -91,12 +91,14 @@ class Ledger:
 
     # ---- counting ------------------------------------------------------------------------------
 
-    def step(self, work: float | None = None, steps: int = 1) -> None:
-        """``steps`` steps ended; ``work``: their tokens, when the framework counts them."""
+    def step(self, work: float | None = None, steps: int = 1) -> bool:
+        """``steps`` steps ended; ``work``: their tokens, when the framework counts them. Returns
+        whether ``window_s`` has passed since the last reading (the window is due)."""
         self.window_steps += steps
         if work is not None:
             self._window_work += work
             self._window_work_steps += steps
+        return self._clock() >= self._next_read_at
 
     def due(self) -> bool:
         """Whether ``window_s`` has passed since the last reading."""

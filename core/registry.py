@@ -206,6 +206,24 @@ class Registry:
         finally:
             conn.close()
 
+    def find(self, run_id: str) -> list[RunRecord]:
+        """The runs whose ``run_id`` is ``run_id`` or starts with it (any case), newest first: one when
+        it names a run, none when unknown, several when a prefix is ambiguous."""
+        run_id = run_id.strip().lower()
+        if not run_id or not self.path.exists():
+            return []
+        conn = self._connect()
+        try:
+            conn.row_factory = _row_factory
+            found = conn.execute(
+                "SELECT * FROM runs WHERE lower(substr(run_id, 1, ?)) = ? ORDER BY recorded_at DESC, rowid DESC",
+                (len(run_id), run_id),
+            ).fetchall()
+        finally:
+            conn.close()
+        exact = [r for r in found if r.run_id.lower() == run_id]
+        return exact or found
+
 
 def _row_factory(cursor: sqlite3.Cursor, row: tuple) -> RunRecord:
     data = {d[0]: value for d, value in zip(cursor.description, row, strict=True)}
@@ -242,18 +260,19 @@ def record_from_report(report: RunReport, *, params: int | None = None, tokens: 
         emissions_kg=report.emissions_kg,
         by_phase={name: {"energy_j": p.energy_j, "duration_s": p.duration_s, "steps": p.steps,
                          "passes": p.passes, "samples": p.samples} for name, p in report.by_phase.items()},
-        output_dir=os.fspath(output_dir) if output_dir is not None else None,
+        output_dir=os.path.abspath(output_dir) if output_dir is not None else None,  # found from any directory
         partial=bool(report.partial),
         precision=precision,
     )
 
 
 def format_runs(records: list[RunRecord]) -> str:
-    """A readable table of runs, with units in the headers."""
+    """A readable table of runs, with units in the headers; the last column is each run's directory
+    (``report.json`` and the other files; ``~`` for the home directory, ``-`` when none was written)."""
     from .carbon import J_PER_KWH
 
     head = ["started (UTC)", "framework", "hardware", "precision", "params", "work", "steps", "energy kWh", "time s",
-            "CO2e g", "status", "run_id"]
+            "CO2e g", "status", "run_id", "directory"]
     rows = []
     for r in records:
         work = f"{r.tokens:.3g} tokens" if r.tokens else f"{r.samples:.3g} samples" if r.samples else "-"
@@ -264,7 +283,7 @@ def format_runs(records: list[RunRecord]) -> str:
             f"{r.params:.3g}" if r.params else "-", work, str(r.train_steps or 0),
             f"{r.energy_j / J_PER_KWH:.4g}", f"{r.duration_s:.1f}",
             f"{1000 * r.emissions_kg:.3g}" if r.emissions_kg is not None else "-",
-            "partial" if r.partial else "complete", r.run_id[:8],
+            "partial" if r.partial else "complete", r.run_id[:8], _short_path(r.output_dir),
         ])
     if not rows:
         return "no runs recorded"
@@ -272,3 +291,13 @@ def format_runs(records: list[RunRecord]) -> str:
     lines = ["  ".join(h.ljust(w) for h, w in zip(head, widths, strict=True)).rstrip()]
     lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in rows]
     return "\n".join(lines)
+
+
+def _short_path(path: str | None) -> str:
+    """``path`` with the home directory written ``~``; ``-`` for none."""
+    if not path:
+        return "-"
+    home = os.path.expanduser("~")
+    if home not in ("", "~", os.sep) and (path == home or path.startswith(home + os.sep)):
+        return "~" + path[len(home):]
+    return path

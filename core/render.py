@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -191,6 +192,51 @@ def load_report(path: str | os.PathLike) -> tuple[RunReport, Path]:
         return RunReport.from_dict(data), json_path
     except (json.JSONDecodeError, TypeError, KeyError) as exc:
         raise ValueError(f"path {str(json_path)!r} is not a wattwise report ({type(exc).__name__}: {exc})") from None
+
+
+MIN_ID_PREFIX = 8
+_RUN_ID = re.compile(r"[0-9A-Fa-f-]+")
+
+
+def load_run(target: str | os.PathLike, *, registry: bool | str | os.PathLike | None = None) -> tuple[RunReport, Path]:
+    """The saved report of ``target``, a path (see ``find_report_json``) or a run id as ``wattwise runs``
+    lists it (the whole id, or a unique prefix of at least ``MIN_ID_PREFIX`` characters) looked up in the
+    run registry (``registry=``, else ``WATTWISE_REGISTRY``, else the per-user one), and the file it came
+    from. ValueError, one line naming ``target``, when there is none."""
+    text = os.fspath(target)
+    if Path(text).exists() or not _RUN_ID.fullmatch(text):
+        return load_report(text)
+    return load_report(find_run_report(text, registry=registry))
+
+
+def find_run_report(run_id: str, *, registry: bool | str | os.PathLike | None = None) -> Path:
+    """The ``report.json`` of the run ``run_id`` (or a unique prefix of it) in the run registry, from
+    its recorded directory; ValueError naming ``run_id`` when it is unknown, ambiguous or wrote no files."""
+    from .registry import Registry
+
+    if len(run_id) < MIN_ID_PREFIX:
+        raise ValueError(f"{run_id!r} is neither a path nor a run id: give at least {MIN_ID_PREFIX} characters "
+                         "of an id that `wattwise runs` lists")
+    opened = Registry.open(registry)
+    if opened is None:
+        raise ValueError(f"{run_id!r} is not a path, and run ids cannot be looked up: the run registry is off "
+                         "(WATTWISE_REGISTRY)")
+    found = opened.find(run_id)
+    if not found:
+        raise ValueError(f"no run {run_id!r}: not a path, nor a run id in the run registry {str(opened.path)!r} "
+                         "(see `wattwise runs`)")
+    if len(found) > 1:
+        ids = ", ".join(r.run_id for r in found[:3]) + (", ..." if len(found) > 3 else "")
+        raise ValueError(f"run id {run_id!r} is ambiguous: {len(found)} runs start with it ({ids}); give more of it")
+    record = found[0]
+    if not record.output_dir:
+        raise ValueError(f"run {record.run_id!r} wrote no files (write_files=False, or not the main process): "
+                         "no report to load")
+    try:
+        return find_report_json(record.output_dir)
+    except ValueError:
+        raise ValueError(f"run {record.run_id!r}: no report.json in its directory {record.output_dir!r} "
+                         "(moved or deleted?)") from None
 
 
 def compare_table(a: RunReport, b: RunReport, names: tuple[str, str] = ("A", "B")) -> Table:

@@ -46,39 +46,39 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from . import endings
-from .assemble import assemble_report, recommend
+from .assemble import assemble_report
 from .budget import Budget
-from .carbon import J_PER_KWH, resolve_intensity
+from .carbon import resolve_intensity
 from .config import Config
 from .distributed import node_identity
 from .evidence import EvidenceCollector
+from .figures import (  # noqa: F401  (the log keys: wattwise.run's names)
+    CARBON_KG,
+    EVAL_J,
+    PASS_KEYS,
+    POWER_W,
+    PREDICT_J,
+    STEP_J,
+    TEST_J,
+    TOTAL_KWH,
+    UNMEASURED_EVAL_NOTE,
+    Figures,
+)
 from .files import RunFiles, claim_directory
-from .forecast import Forecast
 from .ledger import PHASES, Counts, Ledger
 from .meter import EnergyMeter
+from .notes import Notes
 from .options import Options
-from .projection import Projection, forecast_metrics
+from .projection import Projection
 from .ranks import AcrossRanks, LocalRanks, RanksFailed
 from .report import RunReport
 
 logger = logging.getLogger("wattwise")
 
-STEP_J = "energy/step_j"
-POWER_W = "energy/power_w"
-TOTAL_KWH = "energy/total_kwh"
-CARBON_KG = "carbon/total_kg"
-EVAL_J = "energy/eval_j"
-TEST_J = "energy/test_j"
-PREDICT_J = "energy/predict_j"
-PASS_KEYS = {"eval": EVAL_J, "test": TEST_J, "predict": PREDICT_J}  # joules of the pass that just ended
 SYNC_EVERY_STEPS = 64  # track() across ranks: a sum of a few floats every so many training steps
-UNMEASURED_EVAL_NOTE = (
-    "evaluation passes are scheduled but none has run yet: forecasts leave them out (and their interval "
-    "covers the training steps only) until the first one is measured"
-)
 
 
-class Run(Options):
+class Run(Figures, Notes, Options):
     """One tracked run. ``wattwise.track(...)`` makes one; see the module docstring for the keys."""
 
     def _configured(self) -> None:
@@ -125,7 +125,7 @@ class Run(Options):
     # ---- lifecycle -----------------------------------------------------------------------------
 
     def start(self, *, output_dir: str | os.PathLike | None = None, call: str = "track",
-              planned_steps: int | None = None, is_main_process: bool = True, node_leader: bool | None = None,
+              planned_steps: int | None = None, is_main_process: bool | None = None, node_leader: bool | None = None,
               phase: str = "train", meter: EnergyMeter | None = None, across_ranks: bool = False,
               sync_every_steps: int | None = None) -> Run:
         """Open the sources and take the first reading, in ``phase``. The files go under
@@ -135,7 +135,8 @@ class Run(Options):
         ``across_ranks=True``: every rank calls ``start``, ``sync``, every training ``step()`` and
         ``finish`` at the same points; when torch.distributed runs several ranks the figures are the
         totals over all ranks, and each node's lowest rank alone reads node-wide counters.
-        ``meter`` replaces the sources (tests). Returns the run.
+        ``is_main_process`` (default: rank 0) alone writes files and prints. ``meter`` replaces the
+        sources (tests). Returns the run.
         """
         if self.started:
             return self
@@ -148,6 +149,8 @@ class Run(Options):
             node_leader = leader
         if node_leader is None:
             node_leader = os.environ.get("LOCAL_RANK", "0") in ("", "0")
+        if is_main_process is None:
+            is_main_process = self.ranks.rank == 0
         self.node_leader, self.is_main_process = node_leader, is_main_process
         self._synchronize = cuda_synchronizer() if self.config.sync_cuda else None
         meter = meter if meter is not None else self._open_meter()
@@ -237,14 +240,13 @@ class Run(Options):
             return False
         if samples:
             ledger.add_samples(ledger.phase, samples)
-        ledger.step(tokens, steps)
+        due = ledger.step(tokens, steps)
         if self._sync_step is not None and ledger.phase == "train" and ledger.train_steps_done >= self._sync_step:
             self.sync()  # across ranks only: a step count every rank reaches
             return True
-        if ledger.due():
+        if due:
             ledger.close_window()
-            return True
-        return False
+        return due
 
     def add_samples(self, phase: str, samples: int) -> None:
         """Samples of ``phase`` counted apart from its steps (a whole epoch's, say)."""
@@ -290,64 +292,6 @@ class Run(Options):
             self.projection.add_eval_pass(self.ledger.last_pass_j, self.ledger.last_pass_s)
         return self.ledger.last_pass_j
 
-    @property
-    def last_pass_j(self) -> float:
-        """Joules of the pass that ended last; over all ranks once a ``sync`` has followed its end."""
-        return self.ranks.last_pass_j(self.ledger) if self.ledger is not None else 0.0
-
-    # ---- metrics -------------------------------------------------------------------------------
-
-    def metrics(self, interval: str = "log", *, read: bool = True) -> dict[str, float]:
-        """The logged keys for the interval since the previous call with the same ``interval`` name
-        (integrations that log at two levels keep two: Keras's ``"batch"`` and ``"epoch"``).
-        ``read=False`` skips reading the counters, for a caller whose ``step()`` or ``sync()`` just did."""
-        if self.ledger is None:
-            return {}
-        if read and not self.finished:
-            self.ledger.close_window()
-        counts = self.ranks.counts(self.ledger)
-        mark = self._marks.get(interval, Counts(self.ledger.first.timestamp_s, 0.0, 0, 0.0))
-        metrics: dict[str, float] = {}
-        if counts.train_steps > mark.train_steps:
-            metrics[STEP_J] = (counts.train_j - mark.train_j) / (counts.train_steps - mark.train_steps)
-        if counts.timestamp_s > mark.timestamp_s:
-            metrics[POWER_W] = (counts.total_j - mark.total_j) / (counts.timestamp_s - mark.timestamp_s)
-        metrics.update(self.totals())
-        metrics.update(forecast_metrics(self.forecast(), self.grid))
-        self._marks[interval] = counts
-        return metrics
-
-    def pass_metrics(self, phase: str, *, totals: bool = True) -> dict[str, float]:
-        """``energy/<phase>_j`` of the pass just ended and, with ``totals``, the run's totals."""
-        metrics = {PASS_KEYS[phase]: self.last_pass_j}
-        if totals:
-            metrics.update(self.totals())
-        return metrics
-
-    def totals(self) -> dict[str, float]:
-        """Cumulative energy and carbon as of the last reading (across ranks: the last sync)."""
-        if self.ledger is None:
-            return {}
-        total_j = self.ranks.counts(self.ledger).total_j
-        return {TOTAL_KWH: total_j / J_PER_KWH, CARBON_KG: self.grid.kg_for_j(total_j)}
-
-    def forecast(self) -> Forecast | None:
-        """The latest projection of the planned run (recomputed at most every few seconds)."""
-        if self.ledger is None:
-            return None
-        done = bool(self.planned_steps) and self.ledger.phases["train"].steps >= self.planned_steps
-        forecast, fresh = self.projection.current(now_s=self.ledger.last.timestamp_s, done=done, project=self._project)
-        if fresh and forecast is not None and (warning := self.budget.check_forecast(
-            forecast, self.ranks.counts(self.ledger).total_j, advice=self._advice_so_far, framework=self.framework,
-        )):
-            self.note(warning)
-        return forecast
-
-    @property
-    def should_stop(self) -> bool:
-        """True once ``on_budget="stop"`` and the budget is spent: integrations then stop training."""
-        return self.budget.stop_requested
-
     def sync(self) -> None:
         """Close the window now and, across ranks, sum the run's figures over every rank (a collective:
         every rank calls it at the same point). On one process it only reads the counters."""
@@ -385,26 +329,6 @@ class Run(Options):
         except Exception as exc:  # an unbuilt Keras model, say: the run is recorded without it
             self.note(f"the model's parameters could not be counted for the run registry ({exc})", level=logging.INFO)
 
-    # ---- notes ---------------------------------------------------------------------------------
-
-    def note(self, message: str, *, level: int = logging.WARNING) -> None:
-        """Record a message for the report and log it, once."""
-        if message in self._noted:
-            return
-        self._noted.add(message)
-        self.notes.append(message)
-        logger.log(level, "wattwise: %s", message)
-
-    def report_failure(self, where: str, exc: BaseException) -> None:
-        """A hook failed: say so once per hook; tracking goes on with what still works."""
-        key = f"{where} failed"
-        if key in self._noted:
-            return
-        self._noted.add(key)
-        message = f"{where} failed ({type(exc).__name__}: {exc}); training continues, figures may be incomplete"
-        self.notes.append(message)
-        logger.warning("wattwise: %s", message, exc_info=exc)
-
     # ---- internals -----------------------------------------------------------------------------
 
     def _open_meter(self) -> EnergyMeter:
@@ -435,18 +359,6 @@ class Run(Options):
             self.projection.update_milestones(ledger.global_step, self._project)
         if warning := self.budget.check_measured(ledger.so_far()[0], ledger.phases["train"].steps):
             self.note(warning)
-
-    def _project(self) -> Forecast | None:
-        """The forecaster's projection from what was measured so far (across ranks, scaled to the totals)."""
-        forecast = self.ranks.scale(self.projection.forecaster.forecast(*self.ledger.so_far()))
-        if forecast is not None and forecast.eval_passes_unmeasured:
-            self.note(UNMEASURED_EVAL_NOTE, level=logging.INFO)
-        return forecast
-
-    def _advice_so_far(self) -> list:
-        """The advisor's recommendations on the run so far (for a budget warning)."""
-        by_phase = {name: p for name, p in self.ledger.phases.items() if p.energy_j or p.steps}
-        return recommend(self, self.ledger.so_far()[0], by_phase, self.ledger.components())
 
     def _next_sync_step(self) -> int | None:
         if self.ledger is None or not self.ranks.across:

@@ -308,7 +308,7 @@ def test_a_failing_hook_is_reported_once_and_training_goes_on(tmp_path, monkeypa
     def explode(*args, **kwargs):
         raise ZeroDivisionError("bug in wattwise")
 
-    monkeypatch.setattr(callback.runs.run, "log_metrics", explode)
+    monkeypatch.setattr(callback.runs.run, "metrics", explode)
     trainer = make_trainer(LIGHTNING, tmp_path, [callback])
     with caplog.at_level("WARNING", logger="wattwise"):
         trainer.fit(tiny_module(LIGHTNING), loader(64))
@@ -340,11 +340,17 @@ def test_output_dir_overrides_the_logger_directory(tmp_path):
 
 @pytest.mark.parametrize(
     ("options", "named"),
-    [({"pue": 0.5}, "pue"), ({"country_iso_code": "France"}, "country_iso_code"), ({"budget": 3}, "budget")],
+    [({"pue": 0.5}, "pue"), ({"country_iso_code": "France"}, "country_iso_code")],
 )
 def test_bad_arguments_raise_at_construction_naming_the_argument(options, named):
     with pytest.raises(ValueError, match=named):
         EnergyCallback(**options)
+
+
+def test_an_unknown_argument_is_a_type_error_naming_it():
+    """The arguments are an explicit signature (IDE completion, LightningCLI): Python names a typo."""
+    with pytest.raises(TypeError, match="budget"):
+        EnergyCallback(budget=3)
 
 
 def test_the_class_derives_from_every_installed_namespace_and_pickles():

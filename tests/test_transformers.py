@@ -216,7 +216,7 @@ def test_a_failing_hook_is_reported_once_and_training_goes_on(tmp_path, monkeypa
     def explode(*args, **kwargs):
         raise ZeroDivisionError("bug in wattwise")
 
-    monkeypatch.setattr(callback.runs.run, "log_metrics", explode)
+    monkeypatch.setattr(callback.runs.run, "metrics", explode)
     with caplog.at_level("WARNING", logger="wattwise"):
         trainer = run(tmp_path, callback)
     assert trainer.state.global_step == 12
@@ -292,12 +292,17 @@ def test_only_the_main_process_writes_files(tmp_path):
         ({"region": "california"}, "country_iso_code"),
         ({"sources": ("nvml", "geiger")}, "sources"),
         ({"window_s": -1}, "window_s"),
-        ({"budget": 3}, "budget"),
     ],
 )
 def test_bad_arguments_raise_at_construction_naming_the_argument(options, named):
     with pytest.raises(ValueError, match=named):
         EnergyCallback(**options)
+
+
+def test_an_unknown_argument_is_a_type_error_naming_it():
+    """The arguments are an explicit signature (IDE completion, LightningCLI): Python names a typo."""
+    with pytest.raises(TypeError, match="budget"):
+        EnergyCallback(budget=3)
 
 
 def test_environment_variables_configure_the_callback(tmp_path, monkeypatch):
@@ -360,8 +365,8 @@ def test_a_new_trainer_with_a_callback_whose_first_run_failed(tmp_path):
     callback = energy(window_s=1e-6)
     with pytest.raises(RuntimeError, match="boom"):
         run(tmp_path / "first", callback, max_steps=8, callbacks_extra=True)
-    first = callback.report
-    assert first is None  # the failed run is finished (partial) when the next one starts
+    first = callback.report  # finished (partial) the moment train() raised, not when the next run starts
+    assert first.partial and first.train_steps == 2
     trainer = run(tmp_path / "second", callback, max_steps=6, report_to=["tensorboard"])
     report = callback.report
     assert report.train_steps == 6 and not report.partial
