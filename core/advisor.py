@@ -107,7 +107,7 @@ class MetricPoint:
 
 @dataclass
 class Evidence:
-    """Everything the rules may read; the session builds it at the end, tests build it by hand."""
+    """Everything the rules may read; the run builds it at the end (assemble.py), tests build it by hand."""
 
     energy_j: float
     duration_s: float

@@ -24,7 +24,7 @@ ENV_PREFIX = "WATTWISE_"
 
 @dataclass(frozen=True)
 class Config:
-    """Validated settings of a tracking session (see ``docs/guide.md`` for each one)."""
+    """Validated settings of a tracked run (see ``docs/guide.md`` for each one)."""
 
     country_iso_code: str | None = None
     region: str | None = None

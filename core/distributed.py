@@ -12,7 +12,7 @@ Example::
 The run's own process group carries everything (no side channel): one ``all_reduce`` of a few
 float64s at a log step, and one ``all_gather_object`` at the start (node identities) and at the end
 (each rank's components, for the report). Each is a collective, so every rank must call it at the
-same point; the session only does so at points the integrations say are aligned (log steps, the
+same point; a run (ranks.py) only does so at points the integrations say are aligned (log steps, the
 forecast milestones, evaluation ends, the end of training).
 
 A node is identified by ``WATTWISE_NODE_ID`` when set, else by the host name plus the launcher's

@@ -2,9 +2,9 @@
 
 Example::
 
-    >>> collector = EvidenceCollector(meter, first_reading)       # the session makes one in start()
+    >>> collector = EvidenceCollector(meter, first_reading)       # the ledger makes one when a run starts
     >>> collector.describe(framework="transformers", precision="fp32", batch_size=8)   # integration
-    >>> collector.window(reading, "train")                        # the session, at each window
+    >>> collector.window(reading, "train")                        # the ledger, at each window
     >>> collector.record_metric("eval_loss", 2.3, step=100)       # integration, at evaluation end
     >>> evidence = collector.evidence(energy_j=..., duration_s=..., phases=..., components=..., grid=...)
 

@@ -175,7 +175,7 @@ class Forecaster:
         """The projection, or None without a plan, during warm-up, or with too few steady windows.
 
         ``energy_so_far_j`` and ``duration_so_far_s`` are the run's measured totals when the caller
-        knows them better (a session counts set-up and time between phases too); by default, the
+        knows them better (a run counts set-up and time between phases too); by default, the
         windows and passes given to this forecaster.
         """
         if not self.planned_steps:

@@ -1,4 +1,4 @@
-"""The framework-neutral session: windows, phases, bounded memory, files, partial reports."""
+"""Run: windows, phases, bounded memory, files, partial reports (what every integration drives)."""
 
 from __future__ import annotations
 
