@@ -76,11 +76,10 @@ class Figures:
         return {TOTAL_KWH: total_j / J_PER_KWH, CARBON_KG: self.grid.kg_for_j(total_j)}
 
     def forecast(self) -> Forecast | None:
-        """The latest projection of the planned run (recomputed at most every few seconds)."""
+        """The projection of the planned run from every window closed so far (once per reading)."""
         if self.ledger is None:
             return None
-        done = bool(self.planned_steps) and self.ledger.phases["train"].steps >= self.planned_steps
-        forecast, fresh = self.projection.current(now_s=self.ledger.last.timestamp_s, done=done, project=self._project)
+        forecast, fresh = self.projection.current(reading_s=self.ledger.last.timestamp_s, project=self._project)
         if fresh and forecast is not None and (warning := self.budget.check_forecast(
             forecast, self.ranks.counts(self.ledger).total_j, advice=self._advice_so_far, framework=self.framework,
         )):

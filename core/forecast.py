@@ -15,7 +15,9 @@ What makes naive extrapolation ("first epoch x epochs") wrong, and what is done 
 - warm-up (compilation, autotuning, cold caches): the first window is always dropped, and so are the
   leading windows whose energy per step stands out above the level of the later half of the steps
   seen (a step-weighted median, so it can be judged from a handful of windows); no forecast is
-  given until four steady windows follow the warm-up;
+  given until four steady windows follow the warm-up, nor while the cost per step is still falling
+  (the recent half of the steady steps more than ``SETTLING_DROP`` cheaper than the earlier half: a
+  warm-up spread over many windows, whose level is not known yet);
 - evaluation: passes are projected separately, at the observed cadence (or ``eval_every_steps``),
   each at the mean cost of the passes measured; scheduled passes with none measured yet are counted
   in ``eval_passes_unmeasured`` and left out of the forecast (their cost is unknown until the first);
@@ -48,6 +50,10 @@ MAX_WINDOWS = 1024  # bounded memory: older windows are merged in pairs past thi
 WARMUP_FACTOR = 1.25  # a leading window above 1.25 x the steady level per step is warm-up
 MAX_WARMUP_SHARE = 0.5  # never more than the earlier half of the steps seen (the later half is the reference)
 MIN_STEADY_WINDOWS = 4
+# While the cost per step is still falling this fast (the recent half of the steady steps this much
+# cheaper than the earlier half), the run has not shown the level it will settle at: a warm-up
+# spread over many windows (a data cache filling, autotuning) is still going, and no forecast is made.
+SETTLING_DROP = 0.2
 BLOCKS = 8
 # The interval never claims to know the remainder better than +-5% (at the chosen confidence) when
 # as many steps are left as were seen: what no early window can show (clock and thermal changes,
@@ -180,7 +186,9 @@ class Forecaster:
         """
         if not self.planned_steps:
             return None
-        warmup = self._warmup_windows()
+        warmup, capped = self._warmup_windows()
+        if capped:  # warm-up still in the later half of the steps seen: the level is not known yet
+            return None
         steady = self._windows[warmup:]
         if len(steady) < MIN_STEADY_WINDOWS or sum(w.steps for w in steady) == 0:
             return None
@@ -195,7 +203,10 @@ class Forecaster:
         if duration_so_far is None:
             duration_so_far = self._duration_s + sum(s for _, _, s in self._eval_passes)
         tail = remaining > 0 and self._gaps > 0
-        energy = _Part(energy_so_far, *_rates(steady, "energy_j"), eval_j, eval_j_sd,
+        energy_rates = _rates(steady, "energy_j")
+        if _still_falling(*energy_rates) or _falling_trend(steady):
+            return None
+        energy = _Part(energy_so_far, *energy_rates, eval_j, eval_j_sd,
                        self._gap_j / self._gaps if tail else 0.0, self._gap_max_j if tail else 0.0)
         duration = _Part(duration_so_far, *_rates(steady, "duration_s"), eval_s, eval_s_sd,
                          self._gap_s / self._gaps if tail else 0.0, self._gap_max_s if tail else 0.0)
@@ -214,20 +225,20 @@ class Forecaster:
 
     # ---- internals -------------------------------------------------------------------------------
 
-    def _warmup_windows(self) -> int:
+    def _warmup_windows(self) -> tuple[int, bool]:
         """Leading windows whose joules per step (per token, when known) stand out above the steady
         level, never more than the earlier half of the steps seen; always at least the first
-        (start-up) window.
+        (start-up) window. And whether that half was not enough (the warm-up goes on past it).
 
         The steady level is the step-weighted median of the joules per step over the windows of the
         later half of the steps seen: warm-up windows are few-step windows (slow steps), so weighting
         by steps lets a handful of windows be judged.
         """
         if not self._windows:
-            return 0
+            return 0, False
         windows = [w for w in self._windows if w.steps]
         if len(windows) < 2:
-            return 1
+            return 1, False
         half, seen, later = self._steps / 2.0, 0, []
         for window in windows:
             seen += window.steps
@@ -243,11 +254,13 @@ class Forecaster:
         budget = MAX_WARMUP_SHARE * self._steps
         dropped, dropped_steps = 0, 0
         for window in self._windows:
-            if unit_cost(window) <= WARMUP_FACTOR * steady_rate or dropped_steps + window.steps > budget:
+            if unit_cost(window) <= WARMUP_FACTOR * steady_rate:
                 break
+            if dropped_steps + window.steps > budget:
+                return max(dropped, 1), True
             dropped += 1
             dropped_steps += window.steps
-        return max(dropped, 1)  # the first window always holds start-up work
+        return max(dropped, 1), False  # the first window always holds start-up work
 
     def _future_eval_passes(self, remaining_steps: int) -> int:
         if self.eval_every_steps:
@@ -342,6 +355,66 @@ def _rates(windows: list[_Window], field: str) -> tuple[float, float, float]:
             block_rates.append(sum(getattr(w, field) for w in chunk) / steps)
     sd = statistics.stdev(block_rates) if len(block_rates) > 1 else 0.0
     return recent, sd, drift
+
+
+def _still_falling(recent: float, sd: float, drift: float) -> bool:
+    """Whether the recent half's rate is more than ``SETTLING_DROP`` below the earlier half's."""
+    earlier = recent - drift
+    return earlier > 0 and -drift > SETTLING_DROP * earlier
+
+
+def _falling_trend(windows: list[_Window]) -> bool:
+    """Whether the cost per step (per token, when counted) is still falling at the end of
+    ``windows``: their last quarter of steps clearly cheaper than the quarter before it (by more
+    than ``SETTLING_DROP / 4`` and by more than three standard errors of the difference). A level
+    that changed once and stayed (both quarters at the new level) and noise alone are not."""
+    per_work = _counts_work(windows)
+    total = sum(w.steps for w in windows)
+    quarters: list[list[tuple[float, float]]] = [[], []]  # (unit cost, weight) of quarters 3 and 4
+    seen = 0
+    for w in windows:
+        middle = seen + w.steps / 2.0
+        seen += w.steps
+        if not w.steps or middle < total / 2.0:
+            continue
+        weight = (w.work if per_work else w.steps) or 0.0
+        if weight > 0:
+            quarters[middle >= 0.75 * total].append((w.energy_j / weight, weight))
+    if min(len(q) for q in quarters) < 3:  # too few windows to compare quarters: the line through all
+        return _falling_line(windows, per_work)
+    means, errors = [], []
+    for q in quarters:
+        weight = sum(n for _, n in q)
+        mean = sum(c * n for c, n in q) / weight
+        spread = sum(n * (c - mean) ** 2 for c, n in q) / weight
+        means.append(mean)
+        errors.append(spread / (len(q) - 1))
+    drop = means[0] - means[1]
+    clearly = drop > 3.0 * math.sqrt(errors[0] + errors[1])
+    return means[0] > 0 and drop > SETTLING_DROP / 4.0 * means[0] and clearly
+
+
+def _falling_line(windows: list[_Window], per_work: bool) -> bool:
+    """A least-squares line through each window's unit cost against its middle step, weighted by
+    its steps, falls by more than ``SETTLING_DROP / 2`` over the windows' span, and clearly (t > 3)."""
+    points, seen = [], 0
+    for w in windows:
+        weight = (w.work if per_work else w.steps) or 0.0
+        if w.steps and weight > 0:
+            points.append((seen + w.steps / 2.0, w.energy_j / weight, float(w.steps)))
+        seen += w.steps
+    if len(points) < 3:
+        return False
+    total = sum(n for _, _, n in points)
+    mx = sum(x * n for x, _, n in points) / total
+    my = sum(y * n for _, y, n in points) / total
+    sxx = sum(n * (x - mx) ** 2 for x, _, n in points)
+    if sxx <= 0 or my <= 0:
+        return False
+    slope = sum(n * (x - mx) * (y - my) for x, y, n in points) / sxx
+    residual = sum(n * (y - my - slope * (x - mx)) ** 2 for x, y, n in points) / (len(points) - 2)
+    clearly = residual <= 0 or -slope / math.sqrt(residual / sxx) > 3.0
+    return slope < 0 and -slope * (points[-1][0] - points[0][0]) > SETTLING_DROP / 2.0 * my and clearly
 
 
 def _weighted_median(values: list[tuple[float, float]]) -> float:

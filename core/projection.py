@@ -4,9 +4,9 @@ milestone forecasts the report scores.
 Example::
 
     >>> from wattwise.projection import Projection
-    >>> projection = Projection(planned_steps=1000, window_s=0.5)
+    >>> projection = Projection(planned_steps=1000)
     >>> projection.add_window(steps=10, energy_j=50.0, duration_s=0.5, work=None)
-    >>> projection.current(now_s=12.0, done=False, project=lambda: projection.forecaster.forecast())
+    >>> projection.current(reading_s=12.0, project=lambda: projection.forecaster.forecast())
 
 How the forecast itself is made (warm-up, evaluation passes, drift, the interval) is
 ``forecast.py``; this module decides *when* it is made and keeps what the report needs.
@@ -24,18 +24,16 @@ FORECAST_KWH = "energy/forecast_kwh"
 FORECAST_LOW_KWH = "energy/forecast_low_kwh"
 FORECAST_HIGH_KWH = "energy/forecast_high_kwh"
 FORECAST_KG = "carbon/forecast_kg"
-FORECAST_EVERY_S = 5.0  # a forecast costs ~0.5 ms; it moves slowly, so recompute it at most this often
 
 
 class Projection:
     """The forecaster of one run, its latest forecast and its milestone forecasts."""
 
-    def __init__(self, planned_steps: int | None, window_s: float) -> None:
+    def __init__(self, planned_steps: int | None) -> None:
         self.forecaster = Forecaster(planned_steps)
         self.milestones = Milestones()  # forecasts at 1, 2, 5, 10, 25, 50% of the plan, for the report
-        self._window_s = window_s
         self._latest: Forecast | None = None
-        self._latest_at_s = float("-inf")
+        self._latest_at_s: float | None = None  # the reading the latest forecast was made from
 
     @property
     def planned_steps(self) -> int | None:
@@ -44,24 +42,28 @@ class Projection:
     def plan(self, planned_steps: int | None, eval_every_steps: int | None = None) -> None:
         self.forecaster.planned_steps = planned_steps
         self.forecaster.eval_every_steps = eval_every_steps
+        self._latest_at_s = None  # a new plan: the next forecast is made afresh
 
     def add_window(self, steps: int, energy_j: float, duration_s: float, work: float | None) -> None:
         self.forecaster.add_window(steps, energy_j, duration_s, work)
 
     def add_eval_pass(self, energy_j: float, duration_s: float) -> None:
         self.forecaster.add_eval_pass(energy_j, duration_s)
+        self._latest_at_s = None
 
     def update_milestones(self, step: int, project: Callable[[], Forecast | None]) -> None:
         """Keep the forecast made when training first reached each milestone fraction of the plan
         (or, if there was none then, the first one made before the next milestone)."""
         self.milestones.update(step, self.planned_steps, project)
 
-    def current(self, *, now_s: float, done: bool, project: Callable[[], Forecast | None]) -> tuple[Forecast | None, bool]:
-        """The latest projection of the planned run and whether it was made just now: recomputed at
-        most every ``FORECAST_EVERY_S`` (and at every call once the plan is done)."""
-        if done or now_s - self._latest_at_s >= max(self._window_s, FORECAST_EVERY_S):
+    def current(self, *, reading_s: float, project: Callable[[], Forecast | None]) -> tuple[Forecast | None, bool]:
+        """The projection of the planned run from every window closed up to the reading at
+        ``reading_s``, and whether it was made just now: a forecast is never reused once a later
+        window has closed (a stale one, made during a warm-up say, would be logged long after it
+        ended), and made once per reading however often it is asked for."""
+        if reading_s != self._latest_at_s:
             self._latest = project()
-            self._latest_at_s = now_s
+            self._latest_at_s = reading_s
             return self._latest, True
         return self._latest, False
 

@@ -111,7 +111,7 @@ class Run(Figures, Notes, Options):
         self.node, self.node_leader, self.is_main_process = "", True, True
         self.output_dir = Path(config.output_dir or ".") / "wattwise"
         self.ranks: LocalRanks = LocalRanks()
-        self.projection = Projection(self.planned_steps, config.window_s)
+        self.projection = Projection(self.planned_steps)
         self.ledger: Ledger | None = None
         self.files = RunFiles(self.output_dir, write=False, note=self.note)
         self._marks: dict[str, Counts] = {}  # per interval name: the run's counts when it was last logged
