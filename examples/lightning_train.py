@@ -4,9 +4,11 @@ Run:  python examples/lightning_train.py [--output-dir runs/lightning] [--max-st
                                          [--namespace lightning.pytorch|pytorch_lightning]
 
 The data are synthetic (no download). The run validates every 50 steps, logs energy metrics every
-25 steps to CSV (metrics.csv) and, when the tensorboard package is installed, TensorBoard, then
-tests the model once. Each trainer call ends with wattwise's summary and files: the training's
-under <log dir>/wattwise/, the test's under <log dir>/test/wattwise/.
+25 steps to CSV (<output-dir>/metrics.csv) and, when the tensorboard package is installed,
+TensorBoard (<output-dir>/events.out.tfevents.*), then tests the model once. Each trainer call is
+one run and ends with wattwise's summary and files, beside the loggers' (the callback follows
+``trainer.log_dir``): the fit's under <output-dir>/wattwise/, the test's under
+<output-dir>/test/wattwise/.
 """
 
 from __future__ import annotations
@@ -73,10 +75,11 @@ def main() -> None:
 
     pl = importlib.import_module(cli.namespace)
     loggers = importlib.import_module(f"{cli.namespace}.loggers")
-    csv_logger = loggers.CSVLogger(cli.output_dir)
-    chosen = [csv_logger]
+    # name="" and version="": the loggers write straight into --output-dir (not lightning_logs/version_N),
+    # so trainer.log_dir is --output-dir and the callback writes <output-dir>/wattwise/ beside them
+    chosen = [loggers.CSVLogger(cli.output_dir, name="", version="")]
     if importlib.util.find_spec("tensorboard"):
-        chosen.insert(0, loggers.TensorBoardLogger(cli.output_dir, version=csv_logger.version))
+        chosen.insert(0, loggers.TensorBoardLogger(cli.output_dir, name="", version=""))
 
     energy = EnergyCallback(country_iso_code=cli.country)
     trainer = pl.Trainer(
@@ -96,7 +99,8 @@ def main() -> None:
     trainer.test(model, synthetic_classes(512, seed=3))
     fit, test = energy.reports
     print(f"\ntrain {fit.by_phase['train'].energy_j:.1f} J, eval {fit.by_phase['eval'].energy_j:.1f} J, "
-          f"test {test.by_phase['test'].energy_j:.1f} J; files in {os.path.join(trainer.log_dir, 'wattwise')}")
+          f"test {test.by_phase['test'].energy_j:.1f} J; files in {os.path.join(cli.output_dir, 'wattwise')} "
+          f"(fit) and {os.path.join(cli.output_dir, 'test', 'wattwise')} (test)")
 
 
 if __name__ == "__main__":
