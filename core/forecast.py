@@ -326,33 +326,35 @@ def _rates(windows: list[_Window], field: str) -> tuple[float, float, float]:
     sequence lengths, so the more steps the better), and the rate is their product. The spread is
     always that of the blocks' cost per step, which is what the remainder averages over.
     """
-    total_steps = sum(w.steps for w in windows)
-    total_work = sum(w.work or 0.0 for w in windows)
+    costs = [getattr(w, field) for w in windows]  # plain lists: summed in C, not per attribute
+    steps = [w.steps for w in windows]
+    works = [w.work or 0.0 for w in windows]
+    total_steps, total_work = sum(steps), sum(works)
     per_work = _counts_work(windows)
     work_per_step = total_work / total_steps if per_work else 1.0
 
-    def rate(cost: float, steps: int, work: float) -> float:
-        return cost / work * work_per_step if per_work else cost / steps
+    def rate(cost: float, n: int, work: float) -> float:
+        return cost / work * work_per_step if per_work else cost / n
 
-    seen, early, late = 0, [0.0, 0, 0.0], [0.0, 0, 0.0]
-    for w in windows:  # a window goes to the half that holds its middle step
-        half = late if seen + w.steps / 2.0 >= total_steps / 2.0 else early
-        half[0] += getattr(w, field)
-        half[1] += w.steps
-        half[2] += w.work or 0.0
-        seen += w.steps
+    seen, split = 0, len(windows)
+    for i, n in enumerate(steps):  # a window goes to the half that holds its middle step
+        if seen + n / 2.0 >= total_steps / 2.0:
+            split = i
+            break
+        seen += n
+    early = [sum(costs[:split]), sum(steps[:split]), sum(works[:split])]
+    late = [sum(costs[split:]), sum(steps[split:]), sum(works[split:])]
     # a half with steps has work too when per_work (every window with steps has some)
-    whole = [sum(getattr(w, field) for w in windows), total_steps, total_work]
-    recent = rate(*late) if late[1] else rate(*whole)
+    recent = rate(*late) if late[1] else rate(sum(costs), total_steps, total_work)
     drift = recent - rate(*early) if early[1] and late[1] else 0.0
     blocks = min(BLOCKS, len(windows))
     size = len(windows) / blocks
     block_rates = []  # per step, tokens or not: their spread is what the remainder averages over
     for b in range(blocks):
-        chunk = windows[round(b * size) : round((b + 1) * size)]
-        steps = sum(w.steps for w in chunk)
-        if steps:
-            block_rates.append(sum(getattr(w, field) for w in chunk) / steps)
+        lo, hi = round(b * size), round((b + 1) * size)
+        n = sum(steps[lo:hi])
+        if n:
+            block_rates.append(sum(costs[lo:hi]) / n)
     sd = statistics.stdev(block_rates) if len(block_rates) > 1 else 0.0
     return recent, sd, drift
 
