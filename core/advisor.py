@@ -362,8 +362,8 @@ def lower_carbon_region(ev: Evidence) -> Recommendation | None:
     saving_kg = kg * (1.0 - best.g_per_kwh / grid.g_per_kwh)
     return Recommendation(
         rule="lower_carbon_region", title=f"Run in {best.provider} {best.region} ({best.place})",
-        change={"any": f"rent {best.provider} {best.region}; then EnergyCallback(cloud_provider=\"{best.provider}\", "
-                f"cloud_region=\"{best.region}\")"},
+        change={"any": f"rent {best.provider} {best.region}; then pass cloud_provider=\"{best.provider}\", "
+                f"cloud_region=\"{best.region}\" to EnergyCallback(...) or wattwise.track(...)"},
         evidence=f"this run's grid: {grid.g_per_kwh:.0f} g CO2e/kWh ({grid.location}); {best.provider} "
         f"{best.region}: {best.g_per_kwh:g} g CO2e/kWh",
         saving_j=0.0, saving_kg=saving_kg, saving_pct=100.0 * saving_kg / kg,

@@ -101,10 +101,15 @@ class EvidenceCollector:
 
 
 def _torch_threads() -> int | None:
-    """torch's intra-op threads when torch is already imported (it is never imported here)."""
+    """torch's intra-op threads when torch is already imported (it is never imported here), over
+    every process the launcher started on this node (``LOCAL_WORLD_SIZE``: torchrun, accelerate),
+    since they share its cores."""
     torch = sys.modules.get("torch")
     try:
-        return int(torch.get_num_threads()) if torch is not None else None
+        if torch is None:
+            return None
+        local_ranks = int(os.environ.get("LOCAL_WORLD_SIZE") or 1)
+        return int(torch.get_num_threads()) * max(local_ranks, 1)
     except Exception:
         return None
 

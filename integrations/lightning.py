@@ -103,7 +103,7 @@ def _callback_bases() -> tuple[tuple[type, ...], tuple[str, ...]]:
     if not bases:
         raise ImportError(
             "wattwise.integrations.lightning needs `lightning` or `pytorch_lightning`: "
-            "pip install 'wattwise[lightning]'"
+            "pip install lightning (or pip install -e '.[lightning]' from a wattwise checkout)"
         )
     return tuple(bases), tuple(names)
 

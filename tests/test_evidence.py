@@ -122,3 +122,15 @@ def test_a_failing_advisor_costs_the_advice_not_the_report(tmp_path, steady_sour
     assert report.recommendations == []
     assert any("advisor failed" in note for note in report.notes)
     assert report.energy_j == pytest.approx(10.0)
+
+
+def test_threads_count_every_process_the_launcher_started_on_the_node(monkeypatch):
+    """Two torchrun ranks with one thread each on two cores use both: no 'use all cores' advice."""
+    import torch
+
+    from wattwise.evidence import _torch_threads
+
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    assert _torch_threads() == 2 * torch.get_num_threads()
+    monkeypatch.delenv("LOCAL_WORLD_SIZE")
+    assert _torch_threads() == torch.get_num_threads()
