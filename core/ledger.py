@@ -98,11 +98,13 @@ class Ledger:
         if work is not None:
             self._window_work += work
             self._window_work_steps += steps
-        return self._clock() >= self._next_read_at
+        return self.due()
 
     def due(self) -> bool:
-        """Whether ``window_s`` has passed since the last reading."""
-        return self._clock() >= self._next_read_at
+        """Whether ``window_s`` has passed since the last reading, or the clock went back since (the
+        meter then takes the jump out of the time at once, rather than after the jump's length)."""
+        now = self._clock() + self.meter.clock_shift_s
+        return now >= self._next_read_at or now < self.last.timestamp_s
 
     def add_samples(self, phase: str, samples: int) -> None:
         self.phases[phase].samples += samples
@@ -149,7 +151,7 @@ class Ledger:
         steps, self.window_steps = self.window_steps, 0
         work = self._window_work if self._window_work_steps == steps else None  # only if every step said
         self._window_work, self._window_work_steps = 0.0, 0
-        duration_s = reading.timestamp_s - previous.timestamp_s
+        duration_s = max(0.0, reading.timestamp_s - previous.timestamp_s)  # the meter's time never goes back
         if duration_s <= 0 and steps == 0:
             return
         deltas = [b - a for a, b in zip(previous.energy_j, reading.energy_j, strict=True)]

@@ -174,7 +174,7 @@ class Run(Figures, Notes, Options):
         self._sync_step = self._next_sync_step()
         self.files.open_steps([c.name for c in meter.components])
         self.started = True
-        endings.watch(self)
+        _watch(self)
         return self
 
     def __enter__(self) -> Run:
@@ -398,6 +398,30 @@ class Run(Figures, Notes, Options):
         self.ranks = LocalRanks()
         self._sync_step = None
         self.note(f"{why}: from here on, figures are rank {rank}'s own, not the whole run's")
+
+
+def _watch(run: Run) -> None:
+    """Watch ``run`` (``endings.py``), and tell it and every other run in progress in this process
+    (two trainers in two threads, two callbacks in one trainer) that their figures overlap: the
+    CPU and RAM estimates cover the whole process, the counters the whole device or node. The new
+    run warns; the others keep it as a note (info) for their reports."""
+    endings.watch(run)
+    mine = {c.name: c.scope for c in run.ledger.meter.components}
+    for other in endings.in_progress():
+        if other is run or not isinstance(other, Run) or not other.active:
+            continue
+        shared = [name for name in (c.name for c in other.ledger.meter.components) if name in mine]
+        if not shared:
+            continue
+        process = [name for name in shared if mine[name] == "process"]
+        counters = [name for name in shared if mine[name] != "process"]
+        parts = [f"{', '.join(process)} (estimates for the whole process: the CPU time and memory of all its "
+                 "threads)"] if process else []
+        parts += [f"{', '.join(counters)} (counters for the whole device or node)"] if counters else []
+        overlap = f"both measure {' and '.join(parts)}, so their figures overlap and must not be added"
+        run.note(f"another wattwise run ({other.run_id[:8]}) is in progress in this process: {overlap}")
+        other.note(f"another wattwise run ({run.run_id[:8]}) started in this process while this one was in "
+                   f"progress: {overlap}", level=logging.INFO)
 
 
 def cuda_synchronizer() -> Callable[[], None] | None:

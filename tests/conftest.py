@@ -60,6 +60,20 @@ def private_registry(no_wattwise_env, monkeypatch, tmp_path_factory):
     return path
 
 
+@pytest.fixture(autouse=True)
+def no_run_left_in_progress():
+    """A run a test leaves unfinished is finished after it (quietly): its signal handlers and its
+    overlap with later runs stay out of the next test."""
+    yield
+    import contextlib
+
+    from wattwise import endings
+
+    for run in endings.in_progress():
+        with contextlib.suppress(Exception):
+            run.finish_interrupted("the test ended", at_last_reading=True)
+
+
 @pytest.fixture
 def steady_source():
     return SteadySource
