@@ -7,15 +7,18 @@ Example::
     >>> round(grid.kg_for_kwh(1.0), 3)        # 1 kWh of IT energy in France, PUE 1.1
     0.062
 
-Location, in order of precedence: an explicit ``carbon_intensity_g_per_kwh``; a cloud provider and
-region (codecarbon's ``impact.csv``); a country ISO3 code with an optional region (codecarbon's
-regional data for the USA, Canada, China and the Nordic bidding zones); nothing, which means the
-world average and one warning. Nothing here touches the network.
+Location, one of: a cloud provider and region (codecarbon's ``impact.csv``); a country ISO3 code
+with an optional region (codecarbon's regional data for the USA, Canada, China and the Nordic
+bidding zones); nothing, which means the world average and one warning. Both a country and a cloud
+region is refused (which one wins would be a guess). An explicit ``carbon_intensity_g_per_kwh``
+replaces the location's figure; a location given with it is still checked and named in the report.
+Nothing here touches the network.
 """
 
 from __future__ import annotations
 
 import csv
+import dataclasses
 import functools
 import importlib.resources
 import json
@@ -104,6 +107,29 @@ def lowest_intensity_cloud_region(provider: str | None = None) -> CloudRegion | 
     return CloudRegion(row["provider"], row["region"], place, float(row["impact"]))
 
 
+def check_location_arguments(
+    *,
+    country_iso_code: str | None = None,
+    region: str | None = None,
+    cloud_provider: str | None = None,
+    cloud_region: str | None = None,
+) -> None:
+    """Refuse location arguments that contradict one another (ValueError naming them); whether each
+    place exists is checked by ``resolve_intensity``, which needs codecarbon's data."""
+    cloud = cloud_provider is not None or cloud_region is not None
+    if cloud and (country_iso_code is not None or region is not None):
+        given = "country_iso_code" + ("/region" if region is not None else "")
+        raise ValueError(
+            f"{given} ({country_iso_code!r}{f', {region!r}' if region is not None else ''}) and "
+            f"cloud_provider/cloud_region ({cloud_provider!r}, {cloud_region!r}) both say where the run is: "
+            "give one of them (a cloud region already names its country)"
+        )
+    if (cloud_provider is None) != (cloud_region is None):
+        raise ValueError("cloud_provider and cloud_region must be given together (e.g. 'gcp' and 'europe-west1')")
+    if region is not None and country_iso_code is None:
+        raise ValueError("region needs country_iso_code too (e.g. country_iso_code='USA', region='california')")
+
+
 def resolve_intensity(
     *,
     country_iso_code: str | None = None,
@@ -113,48 +139,63 @@ def resolve_intensity(
     carbon_intensity_g_per_kwh: float | None = None,
     pue: float = 1.0,
 ) -> GridIntensity:
-    """Pick the grid intensity for a location; raise ``ValueError`` naming the argument if it is unknown."""
-    if carbon_intensity_g_per_kwh is not None:
-        return GridIntensity(
-            float(carbon_intensity_g_per_kwh), pue, location="given intensity",
-            source="carbon_intensity_g_per_kwh argument", country_iso_code=country_iso_code, region=region,
-            cloud_provider=cloud_provider, cloud_region=cloud_region,
-        )
+    """Pick the grid intensity for a location; raise ``ValueError`` naming the argument if it is unknown
+    or contradicts another one.
+
+    An explicit ``carbon_intensity_g_per_kwh`` wins over the location's figure, but a location given
+    with it is still checked (an unknown country or region is refused) and named in the report.
+    """
+    check_location_arguments(country_iso_code=country_iso_code, region=region, cloud_provider=cloud_provider,
+                             cloud_region=cloud_region)
     if cloud_provider is not None:
-        row = _cloud_rows().get((cloud_provider, cloud_region))
-        if row is None:
-            regions = sorted(r for p, r in _cloud_rows() if p == cloud_provider)
-            if not regions:
-                providers = sorted({p for p, _ in _cloud_rows()})
-                raise ValueError(f"cloud_provider {cloud_provider!r} is unknown; accepted: {', '.join(providers)}")
-            raise ValueError(
-                f"cloud_region {cloud_region!r} is unknown for {cloud_provider}; accepted: {', '.join(regions)}"
-            )
-        return GridIntensity(
-            float(row["impact"]), pue, location=f"{cloud_provider} {cloud_region} ({row['country_name']})",
-            source="codecarbon data/cloud/impact.csv", country_iso_code=row["countryIsoCode"] or None,
-            country_name=row["country_name"] or None, cloud_provider=cloud_provider, cloud_region=cloud_region,
+        grid = _cloud_intensity(cloud_provider, cloud_region, pue)
+    elif country_iso_code is not None:
+        grid = _country_intensity(country_iso_code, region, pue)
+    else:
+        grid = GridIntensity(
+            _world_average_g_per_kwh(), pue, location="world average (no location given)",
+            source="codecarbon world_average", is_default=True,
         )
-    if region is not None and country_iso_code is None:
-        raise ValueError("region needs country_iso_code too (e.g. country_iso_code='USA', region='california')")
-    if country_iso_code is not None:
-        mix = _energy_mix()
-        if country_iso_code not in mix:
-            raise ValueError(
-                f"country_iso_code {country_iso_code!r} is not in codecarbon's data; accepted: ISO3 codes such as "
-                f"{', '.join(known_countries()[:8])}, ... ({len(mix)} in all)"
-            )
-        name = mix[country_iso_code].get("country_name", country_iso_code)
-        g_per_kwh = _codecarbon_g_per_kwh(country_iso_code, name, region)
-        location = f"{name}, {region}" if region else name
-        source = "codecarbon regional data" if region else "codecarbon data/private_infra/global_energy_mix.json"
-        return GridIntensity(
-            g_per_kwh, pue, location=location, source=source, country_iso_code=country_iso_code,
-            country_name=name, region=region,
+    if carbon_intensity_g_per_kwh is None:
+        return grid
+    where = "" if grid.is_default else f" ({grid.location})"
+    return dataclasses.replace(
+        grid, g_per_kwh=float(carbon_intensity_g_per_kwh), location=f"given intensity{where}",
+        source="carbon_intensity_g_per_kwh argument", is_default=False,
+    )
+
+
+def _cloud_intensity(cloud_provider: str, cloud_region: str, pue: float) -> GridIntensity:
+    row = _cloud_rows().get((cloud_provider, cloud_region))
+    if row is None:
+        regions = sorted(r for p, r in _cloud_rows() if p == cloud_provider)
+        if not regions:
+            providers = sorted({p for p, _ in _cloud_rows()})
+            raise ValueError(f"cloud_provider {cloud_provider!r} is unknown; accepted: {', '.join(providers)}")
+        raise ValueError(
+            f"cloud_region {cloud_region!r} is unknown for {cloud_provider}; accepted: {', '.join(regions)}"
         )
     return GridIntensity(
-        _world_average_g_per_kwh(), pue, location="world average (no location given)",
-        source="codecarbon world_average", is_default=True,
+        float(row["impact"]), pue, location=f"{cloud_provider} {cloud_region} ({row['country_name']})",
+        source="codecarbon data/cloud/impact.csv", country_iso_code=row["countryIsoCode"] or None,
+        country_name=row["country_name"] or None, cloud_provider=cloud_provider, cloud_region=cloud_region,
+    )
+
+
+def _country_intensity(country_iso_code: str, region: str | None, pue: float) -> GridIntensity:
+    mix = _energy_mix()
+    if country_iso_code not in mix:
+        raise ValueError(
+            f"country_iso_code {country_iso_code!r} is not in codecarbon's data; accepted: ISO3 codes such as "
+            f"{', '.join(known_countries()[:8])}, ... ({len(mix)} in all)"
+        )
+    name = mix[country_iso_code].get("country_name", country_iso_code)
+    g_per_kwh = _codecarbon_g_per_kwh(country_iso_code, name, region)
+    location = f"{name}, {region}" if region else name
+    source = "codecarbon regional data" if region else "codecarbon data/private_infra/global_energy_mix.json"
+    return GridIntensity(
+        g_per_kwh, pue, location=location, source=source, country_iso_code=country_iso_code,
+        country_name=name, region=region,
     )
 
 

@@ -7,19 +7,31 @@ Example::
     'FRA'
 
 Every argument can also come from a ``WATTWISE_<NAME>`` environment variable (an explicit keyword
-argument wins). Invalid values raise ``ValueError`` naming the argument and what it accepts.
+argument wins). Invalid values raise ``ValueError`` naming the argument and what it accepts: an
+empty string, no source at all, a number beyond a float's range, a country together with a cloud
+region. A ``WATTWISE_*`` variable that is no setting (a typo such as ``WATTWISE_COUNTRY``) is
+warned about once per process, with the closest known name.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import math
 import numbers
 import os
+import threading
+import warnings
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from .carbon import check_location_arguments
+
 SOURCE_NAMES = ("nvml", "rapl", "cpu", "ram")
 ENV_PREFIX = "WATTWISE_"
+# WATTWISE_* variables read elsewhere than as a setting (wattwise.distributed: the node's name)
+OTHER_VARIABLES = ("WATTWISE_NODE_ID",)
 
 
 @dataclass(frozen=True)
@@ -62,7 +74,35 @@ class Config:
                 values[f.name] = kwargs[f.name]
             elif (raw := os.environ.get(ENV_PREFIX + f.name.upper())) not in (None, ""):
                 values[f.name] = _parse_env(f.name, raw, f.default)
+        _warn_unknown_variables(names)
         return cls(**_validated(values))
+
+
+_warned_variables: set[str] = set()  # unknown WATTWISE_* variables this process has warned about
+_warned_lock = threading.Lock()
+
+
+def known_variables(names: set[str] | None = None) -> list[str]:
+    """Every ``WATTWISE_*`` environment variable wattwise reads."""
+    names = names if names is not None else {f.name for f in dataclasses.fields(Config)}
+    return sorted({ENV_PREFIX + name.upper() for name in names} | set(OTHER_VARIABLES))
+
+
+def _warn_unknown_variables(names: set[str]) -> None:
+    """Warn once per process about each ``WATTWISE_*`` variable wattwise does not read (a typo such as
+    ``WATTWISE_COUNTRY``, which would otherwise be ignored without a word)."""
+    known = known_variables(names)
+    for variable in sorted(os.environ):
+        if not variable.startswith(ENV_PREFIX) or variable in known:
+            continue
+        with _warned_lock:
+            if variable in _warned_variables:
+                continue
+            _warned_variables.add(variable)
+        close = difflib.get_close_matches(variable, known, n=1, cutoff=0.6)
+        hint = f"did you mean {close[0]}?" if close else f"known: {', '.join(known)}"
+        warnings.warn(f"wattwise: the environment variable {variable} is not a wattwise setting and is ignored; "
+                      f"{hint}", UserWarning, stacklevel=4)
 
 
 def _parse_env(name: str, raw: str, default: Any) -> Any:
@@ -79,7 +119,11 @@ def _parse_env(name: str, raw: str, default: Any) -> Any:
             return False
         raise ValueError(f"{ENV_PREFIX}{name.upper()}={raw!r}: expected true/false")
     if isinstance(default, tuple):
-        return tuple(part.strip() for part in raw.split(",") if part.strip())
+        parts = tuple(part.strip() for part in raw.split(",") if part.strip())
+        if not parts:
+            raise ValueError(f"{ENV_PREFIX}{name.upper()}={raw!r}: {name} must name at least one of "
+                             f"{', '.join(SOURCE_NAMES)}")
+        return parts
     if name in _NUMBERS:
         try:
             return float(raw)
@@ -108,16 +152,23 @@ def _validated(values: dict[str, Any]) -> dict[str, Any]:
         value = values[name]
         if isinstance(value, bool) or not isinstance(value, numbers.Real):  # numpy scalars are Real too
             raise ValueError(f"{name} must be a number, got {value!r}")
-        above = value >= lowest if inclusive else value > lowest
-        if not above or value == float("inf"):
-            bound = (">= " if inclusive else "> ") + f"{lowest:g}"
+        bound = (">= " if inclusive else "> ") + f"{lowest:g}"
+        try:
+            number = float(value)
+        except OverflowError:  # an int beyond a float's range, such as 10**400
+            raise ValueError(f"{name} must be a finite number {bound}, got an integer too large "
+                             f"for a float ({_short(value)})") from None
+        if not math.isfinite(number) or not (number >= lowest if inclusive else number > lowest):
             raise ValueError(f"{name} must be a finite number {bound}, got {value!r}")
-        values[name] = float(value)
+        values[name] = number
     for name in ("country_iso_code", "region", "cloud_provider", "cloud_region", "output_dir", "project_name"):
         if name in values and not isinstance(values[name], str | os.PathLike):
             raise ValueError(f"{name} must be a string, got {values[name]!r}")
         if name in values:
             values[name] = os.fspath(values[name])
+            if not values[name].strip():
+                raise ValueError(f"{name} must be a non-empty string (leave it unset for the default), "
+                                 f"got {values[name]!r}")
     if "country_iso_code" in values:
         code = values["country_iso_code"].strip().upper()
         if len(code) != 3 or not code.isalpha():
@@ -127,19 +178,10 @@ def _validated(values: dict[str, Any]) -> dict[str, Any]:
         values["country_iso_code"] = code
     if "cloud_provider" in values:
         values["cloud_provider"] = values["cloud_provider"].strip().lower()
-    if ("cloud_provider" in values) != ("cloud_region" in values):
-        raise ValueError("cloud_provider and cloud_region must be given together (e.g. 'gcp' and 'europe-west1')")
-    if "region" in values and "country_iso_code" not in values:
-        raise ValueError("region needs country_iso_code too (e.g. country_iso_code='USA', region='california')")
+    check_location_arguments(**{name: values.get(name) for name in
+                                ("country_iso_code", "region", "cloud_provider", "cloud_region")})
     if "sources" in values:
-        sources = values["sources"]
-        if isinstance(sources, str):
-            sources = (sources,)
-        sources = tuple(sources)
-        bad = [s for s in sources if s not in SOURCE_NAMES]
-        if bad:
-            raise ValueError(f"sources has unknown name(s) {bad}; accepted: {', '.join(SOURCE_NAMES)}")
-        values["sources"] = sources
+        values["sources"] = _checked_sources(values["sources"])
     if "on_budget" in values and values["on_budget"] not in ON_BUDGET:
         raise ValueError(f"on_budget must be one of {', '.join(ON_BUDGET)}, got {values['on_budget']!r}")
     if "registry" in values:
@@ -151,3 +193,23 @@ def _validated(values: dict[str, Any]) -> dict[str, Any]:
         if name in values and not isinstance(values[name], bool):
             raise ValueError(f"{name} must be True or False, got {values[name]!r}")
     return values
+
+
+def _checked_sources(sources: Any) -> tuple[str, ...]:
+    accepted = ", ".join(SOURCE_NAMES)
+    if isinstance(sources, str):
+        sources = (sources,) if sources.strip() else ()
+    if not isinstance(sources, Iterable):
+        raise ValueError(f"sources must be a name or a list of names among {accepted}, got {sources!r}")
+    sources = tuple(sources)
+    if not sources:
+        raise ValueError(f"sources must name at least one of {accepted} (to measure nothing, do not track the run)")
+    bad = [s for s in sources if s not in SOURCE_NAMES]
+    if bad:
+        raise ValueError(f"sources has unknown name(s) {bad}; accepted: {accepted}")
+    return sources
+
+
+def _short(value: Any) -> str:
+    text = str(value)
+    return text if len(text) <= 24 else f"{text[:10]}...{text[-6:]}, {len(text)} digits"

@@ -15,6 +15,7 @@ the Agg canvas: no pyplot, no global backend switch, no window.
 
 from __future__ import annotations
 
+import io
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -66,7 +67,8 @@ def merge_short(timeline: list[dict], min_duration_s: float) -> list[dict]:
 
 
 def write_png(report: RunReport, path: str | os.PathLike, *, dpi: int = 110) -> Path:
-    """Draw the report's figure into ``path`` (PNG)."""
+    """Draw the report's figure into ``path`` (PNG, whatever its suffix): the whole image or, when it
+    cannot be written, no file at all (OSError raised)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
     from matplotlib.patches import Patch
@@ -137,7 +139,11 @@ def write_png(report: RunReport, path: str | os.PathLike, *, dpi: int = 110) -> 
         labels.append(f"{phase} phase")
     power_ax.legend(handles, labels, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
     energy_ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
-    figure.savefig(path, dpi=dpi)
+    from .report import write_atomically
+
+    image = io.BytesIO()
+    figure.savefig(image, format="png", dpi=dpi)  # drawn whole first: a failure leaves no empty file
+    write_atomically(path, image.getvalue())
     return path
 
 

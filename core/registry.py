@@ -15,15 +15,21 @@ to turn it off), else the per-user data directory: ``$XDG_DATA_HOME/wattwise/run
 
 Several processes may record at once (parallel jobs, a sweep): the database is in WAL mode, every
 connection waits up to ``BUSY_TIMEOUT_S`` for a lock, and a run is written in one short
-transaction. ``sqlite3`` is imported only when the registry is used.
+transaction. Reading (``runs``, ``find``) opens the file read-only and changes nothing, so a
+read-only registry still lists and calibrates. A file that cannot be used (not a database, a
+directory at its path) raises ``RegistryError`` (a ``ValueError``) naming it. ``sqlite3`` is
+imported only when the registry is used.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 import json
 import os
 import sys
+import urllib.parse
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -143,26 +149,90 @@ class Registry:
         return cls(path) if path is not None else None
 
     def _connect(self) -> sqlite3.Connection:
+        """A connection for writing: the file (and its directory) created if need be, WAL mode set and
+        the schema brought up to date. RegistryError naming the file when it cannot be used."""
         import sqlite3
 
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
-        conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
-        if conn.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
-            conn.execute("PRAGMA journal_mode = WAL")  # persistent: set once, by the first writer
-        conn.execute("PRAGMA synchronous = NORMAL")
-        if conn.execute("PRAGMA user_version").fetchone()[0] < SCHEMA_VERSION:
-            columns = ", ".join(f"{name} {kind}" for name, kind in _COLUMNS)
-            with conn:
-                conn.execute("BEGIN IMMEDIATE")
-                conn.execute(f"CREATE TABLE IF NOT EXISTS runs ({columns})")
-                present = {row[1] for row in conn.execute("PRAGMA table_info(runs)")}
-                for name, kind in _COLUMNS:  # a file written by an older version gains the new columns
-                    if name not in present:
-                        conn.execute(f"ALTER TABLE runs ADD COLUMN {name} {kind}")
-                conn.execute("CREATE INDEX IF NOT EXISTS runs_by_hardware ON runs (hardware_kind, hardware)")
-                conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        if self.path.is_dir():
+            raise RegistryError(f"registry {self.path}: a directory is at its path, not a registry file")
+        conn = None
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
+            conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
+            if conn.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+                conn.execute("PRAGMA journal_mode = WAL")  # persistent: set once, by the first writer
+            conn.execute("PRAGMA synchronous = NORMAL")
+            if conn.execute("PRAGMA user_version").fetchone()[0] < SCHEMA_VERSION:
+                self._create_schema(conn)
+        except (sqlite3.Error, OSError) as exc:
+            if conn is not None:
+                conn.close()
+            raise RegistryError(f"registry {self.path}: {_why(exc)}") from exc
         return conn
+
+    @staticmethod
+    def _create_schema(conn: sqlite3.Connection) -> None:
+        columns = ", ".join(f"{name} {kind}" for name, kind in _COLUMNS)
+        with conn:
+            conn.execute("BEGIN IMMEDIATE")
+            conn.execute(f"CREATE TABLE IF NOT EXISTS runs ({columns})")
+            present = {row[1] for row in conn.execute("PRAGMA table_info(runs)")}
+            for name, kind in _COLUMNS:  # a file written by an older version gains the new columns
+                if name not in present:
+                    conn.execute(f"ALTER TABLE runs ADD COLUMN {name} {kind}")
+            conn.execute("CREATE INDEX IF NOT EXISTS runs_by_hardware ON runs (hardware_kind, hardware)")
+            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+    def _reader(self) -> sqlite3.Connection | None:
+        """A read-only connection (no WAL pragma, no schema change: a read-only file still lists and
+        calibrates), or None when there is no run to read (no file, an empty one). RegistryError
+        naming the file when it is a directory, not a database, or not a run registry."""
+        import sqlite3
+
+        if not self.path.exists():
+            return None
+        if self.path.is_dir():
+            raise RegistryError(f"registry {self.path}: a directory is at its path, not a registry file")
+        uri = f"file:{urllib.parse.quote(os.path.abspath(self.path))}?mode=ro"
+        first: Exception | None = None
+        # immutable: a WAL file in a directory this process cannot write (no -shm can be made there)
+        for options in ("", "&immutable=1"):
+            conn = None
+            try:
+                conn = sqlite3.connect(uri + options, uri=True, timeout=BUSY_TIMEOUT_S, isolation_level=None)
+                conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
+                tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            except sqlite3.OperationalError as exc:  # cannot open: try once more without locking
+                if conn is not None:
+                    conn.close()
+                first = first or exc
+                continue
+            except sqlite3.Error as exc:
+                if conn is not None:
+                    conn.close()
+                raise RegistryError(f"registry {self.path}: not a run registry ({_why(exc)})") from exc
+            if "runs" in tables:
+                return conn
+            conn.close()
+            if not tables:
+                return None  # a database nothing was recorded in yet
+            raise RegistryError(f"registry {self.path}: not a run registry (a database without a runs table)")
+        raise RegistryError(f"registry {self.path}: cannot be read ({_why(first)})") from first
+
+    def _select(self, sql: str, args: Sequence[Any]) -> list[RunRecord]:
+        import sqlite3
+
+        conn = self._reader()
+        if conn is None:
+            return []
+        try:
+            conn.row_factory = _row_factory
+            return conn.execute(sql, args).fetchall()
+        except (sqlite3.Error, ValueError, TypeError) as exc:  # a damaged page or row
+            raise RegistryError(f"registry {self.path}: cannot be read ({_why(exc)})") from exc
+        finally:
+            conn.close()
 
     def record(self, report: RunReport, *, params: int | None = None, tokens: float | None = None,
                output_dir: str | os.PathLike | None = None, precision: str | None = None) -> RunRecord:
@@ -172,6 +242,8 @@ class Registry:
         values = [getattr(row, name) for name in names]
         values[names.index("by_phase")] = json.dumps(row.by_phase)
         values[names.index("partial")] = int(row.partial)
+        import sqlite3
+
         conn = self._connect()
         try:
             with conn:  # one short transaction
@@ -180,6 +252,8 @@ class Registry:
                     f"INSERT OR REPLACE INTO runs ({', '.join(names)}) VALUES ({', '.join('?' for _ in names)})",
                     values,
                 )
+        except sqlite3.Error as exc:
+            raise RegistryError(f"registry {self.path}: {_why(exc)}") from exc
         finally:
             conn.close()
         return row
@@ -199,34 +273,39 @@ class Registry:
             where.append("partial = 0")
         sql = "SELECT * FROM runs" + (" WHERE " + " AND ".join(where) if where else "")
         sql += " ORDER BY recorded_at DESC, rowid DESC" + (f" LIMIT {limit}" if limit else "")
-        conn = self._connect()
-        try:
-            conn.row_factory = _row_factory
-            return conn.execute(sql, args).fetchall()
-        finally:
-            conn.close()
+        return self._select(sql, args)
 
     def find(self, run_id: str) -> list[RunRecord]:
         """The runs whose ``run_id`` is ``run_id`` or starts with it (any case), newest first: one when
         it names a run, none when unknown, several when a prefix is ambiguous."""
         run_id = run_id.strip().lower()
-        if not run_id or not self.path.exists():
+        if not run_id:
             return []
-        conn = self._connect()
-        try:
-            conn.row_factory = _row_factory
-            found = conn.execute(
-                "SELECT * FROM runs WHERE lower(substr(run_id, 1, ?)) = ? ORDER BY recorded_at DESC, rowid DESC",
-                (len(run_id), run_id),
-            ).fetchall()
-        finally:
-            conn.close()
+        found = self._select(
+            "SELECT * FROM runs WHERE lower(substr(run_id, 1, ?)) = ? ORDER BY recorded_at DESC, rowid DESC",
+            (len(run_id), run_id),
+        )
         exact = [r for r in found if r.run_id.lower() == run_id]
         return exact or found
 
 
+class RegistryError(ValueError):
+    """The registry file cannot be used (not a database, a directory at its path, unreadable); the
+    message names the file."""
+
+
+def _why(exc: BaseException | None) -> str:
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return str(exc) or type(exc).__name__
+
+
+_RECORD_FIELDS = frozenset(f.name for f in dataclasses.fields(RunRecord))
+
+
 def _row_factory(cursor: sqlite3.Cursor, row: tuple) -> RunRecord:
-    data = {d[0]: value for d, value in zip(cursor.description, row, strict=True)}
+    # columns a newer version added are left out: its file still lists
+    data = {d[0]: value for d, value in zip(cursor.description, row, strict=True) if d[0] in _RECORD_FIELDS}
     data["by_phase"] = json.loads(data["by_phase"] or "{}")
     data["partial"] = bool(data["partial"])
     return RunRecord(**data)

@@ -183,15 +183,29 @@ def find_report_json(path: str | os.PathLike) -> Path:
 
 
 def load_report(path: str | os.PathLike) -> tuple[RunReport, Path]:
-    """The saved report at ``path`` (see ``find_report_json``) and the file it came from."""
+    """The saved report at ``path`` (see ``find_report_json``) and the file it came from. ValueError,
+    one line naming the file, when it cannot be read or is not a report wattwise can show (a field of
+    the wrong type, say); fields it does not know (a newer version's) are ignored."""
     from .report import RunReport
 
     json_path = find_report_json(path)
     try:
-        data = json.loads(json_path.read_text())
-        return RunReport.from_dict(data), json_path
-    except (json.JSONDecodeError, TypeError, KeyError) as exc:
-        raise ValueError(f"path {str(json_path)!r} is not a wattwise report ({type(exc).__name__}: {exc})") from None
+        text = json_path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"path {str(json_path)!r} is not a wattwise report (not UTF-8 text: {exc.reason} "
+                         f"at byte {exc.start})") from None
+    except OSError as exc:
+        raise ValueError(f"path {str(json_path)!r} cannot be read ({exc.strerror or exc})") from None
+    try:
+        report = RunReport.from_dict(json.loads(text))
+        plain_summary(report)  # what the commands show must be showable: a bad value deeper down is
+        compare_table(report, report)  # refused here, naming the file, not a traceback later
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"path {str(json_path)!r} is not a wattwise report (not JSON: {exc})") from None
+    except (ValueError, TypeError, KeyError, AttributeError, IndexError) as exc:
+        detail = str(exc) if isinstance(exc, ValueError) else f"{type(exc).__name__}: {exc}"
+        raise ValueError(f"path {str(json_path)!r} is not a wattwise report ({detail})") from None
+    return report, json_path
 
 
 MIN_ID_PREFIX = 8

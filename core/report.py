@@ -15,11 +15,17 @@ codecarbon's ``emissions.csv`` columns so tools that read codecarbon's output re
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import dataclasses
+import errno
+import io
 import json
 import os
 import platform
 import sys
+import types
+import typing
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -72,21 +78,30 @@ class RunReport:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RunReport:
-        data = dict(data)
-        data.pop("energy_kwh", None)
-        data.pop("measured_energy_j", None)
-        data["by_component"] = {k: ComponentEnergy(**v) for k, v in data["by_component"].items()}
-        data["by_phase"] = {k: PhaseEnergy(**v) for k, v in data["by_phase"].items()}
-        data["recommendations"] = [Recommendation.from_dict(r) for r in data.get("recommendations", [])]
+        """The report that ``to_dict()`` (``report.json``) holds. Fields it does not know, at the top
+        level or in a record (a newer version's), are ignored; a field of the wrong type or a
+        missing one raises ValueError naming it."""
+        data = _known_fields(cls, data, "")
+        data["by_component"] = {k: ComponentEnergy(**_known_fields(ComponentEnergy, v, f"by_component[{k!r}]."))
+                                for k, v in data["by_component"].items()}
+        data["by_phase"] = {k: PhaseEnergy(**_known_fields(PhaseEnergy, v, f"by_phase[{k!r}]."))
+                            for k, v in data["by_phase"].items()}
+        data["recommendations"] = [Recommendation.from_dict(_known_fields(Recommendation, r, f"recommendations[{i}]."))
+                                   for i, r in enumerate(data.get("recommendations", []))]
+        for i, point in enumerate(data.get("timeline", [])):  # the figure's points: when, how long, which phase
+            for key, kind in (("t_s", float), ("duration_s", float), ("phase", str)):
+                if not _matches(point.get(key), kind):
+                    raise ValueError(f"field timeline[{i}].{key}: expected {_described(kind)}, "
+                                     f"got {_shown(point.get(key))}")
         return cls(**data)
 
     # ---- writers -------------------------------------------------------------------------------
 
     def write_json(self, path: str | os.PathLike) -> Path:
+        """``report.json``, written whole or not at all: readers never see half a report, and a write
+        that fails leaves neither a half file nor ``report.json.tmp`` behind."""
         path = Path(path)
-        tmp = path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(self.to_dict(), indent=2, sort_keys=False) + "\n")
-        os.replace(tmp, path)  # readers never see half a report
+        write_atomically(path, (json.dumps(self.to_dict(), indent=2, sort_keys=False) + "\n").encode("utf-8"))
         return path
 
     def emissions_row(self) -> dict[str, Any]:
@@ -133,17 +148,55 @@ class RunReport:
         }
 
     def write_emissions_csv(self, path: str | os.PathLike) -> Path:
-        """Append this run to ``emissions.csv`` (header first when the file is new)."""
+        """Append this run to ``emissions.csv`` (header first when the file is new), a whole row or nothing."""
         path = Path(path)
         columns = emissions_csv_columns()
-        row = self.emissions_row()
         new = not path.exists() or path.stat().st_size == 0
-        with path.open("a", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=columns, restval="", extrasaction="ignore")
-            if new:
-                writer.writeheader()
-            writer.writerow(row)
+        text = io.StringIO()
+        writer = csv.DictWriter(text, fieldnames=columns, restval="", extrasaction="ignore")
+        if new:
+            writer.writeheader()
+        writer.writerow(self.emissions_row())
+        append_whole(path, text.getvalue().encode("utf-8"))
         return path
+
+
+def write_atomically(path: str | os.PathLike, data: bytes) -> None:
+    """``path`` holds ``data``, or is left as it was: written to ``<path>.tmp`` then renamed over it;
+    on any failure the temporary file is removed and the error raised."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+
+
+def append_whole(path: str | os.PathLike, data: bytes) -> None:
+    """Append ``data`` to ``path`` whole or not at all: on failure the file is cut back to its size
+    before (a file this call created is removed) and the error raised."""
+    path = Path(path)
+    existed = path.exists()
+    size = path.stat().st_size if existed else 0
+    try:
+        with open(path, "ab", buffering=0) as f:
+            view = memoryview(data)
+            while view:
+                written = f.write(view)
+                if not written:
+                    raise OSError(errno.EIO, f"{path.name} took none of the data")
+                view = view[written:]
+    except BaseException:
+        with contextlib.suppress(OSError):
+            if existed:
+                os.truncate(path, size)
+            else:
+                path.unlink()
+        raise
 
 
 def emissions_csv_columns() -> list[str]:
@@ -174,3 +227,73 @@ def hardware_info() -> dict[str, Any]:
         "python": sys.version.split()[0],
         "codecarbon_version": codecarbon_version,
     }
+
+
+# ---- reading report.json back ------------------------------------------------------------------------
+
+
+def _known_fields(cls: type, data: Any, where: str) -> dict[str, Any]:
+    """``data``'s fields that dataclass ``cls`` has (others are ignored: a newer file), each checked
+    against its annotation; ValueError naming the field (``where`` + name) otherwise."""
+    if not isinstance(data, dict):
+        raise ValueError(f"{where.rstrip('.') or 'the file'}: expected an object, got {_shown(data)}")
+    hints = typing.get_type_hints(cls)
+    known: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):
+        if f.name not in data:
+            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+                raise ValueError(f"field {where}{f.name} is missing")
+            continue
+        value = data[f.name]
+        if not _matches(value, hints[f.name]):
+            raise ValueError(f"field {where}{f.name}: expected {_described(hints[f.name])}, got {_shown(value)}")
+        known[f.name] = value
+    return known
+
+
+def _matches(value: Any, hint: Any) -> bool:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if hint is Any:
+        return True
+    if origin in (typing.Union, types.UnionType):
+        return any(_matches(value, arg) for arg in args)
+    if hint is type(None):
+        return value is None
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if hint is str:
+        return isinstance(value, str)
+    if dataclasses.is_dataclass(hint):  # a record: checked field by field by _known_fields
+        return isinstance(value, dict)
+    if origin is dict:
+        return isinstance(value, dict) and (not args or all(
+            _matches(k, args[0]) and _matches(v, args[1]) for k, v in value.items()))
+    if origin is list:
+        return isinstance(value, list) and (not args or all(_matches(v, args[0]) for v in value))
+    if origin is tuple:
+        return isinstance(value, list | tuple)
+    return isinstance(value, origin or hint)
+
+
+def _described(hint: Any) -> str:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_described(arg) for arg in args)
+    if dataclasses.is_dataclass(hint) or origin is dict or hint is dict:
+        return "an object"
+    if origin is list or hint is list:
+        plural = {str: "strings", float: "numbers", int: "whole numbers"}.get(args[0] if args else None)
+        return f"a list of {plural}" if plural else "a list"
+    names = {type(None): "null", bool: "true or false", int: "a whole number", float: "a number", str: "a string"}
+    return names.get(hint, getattr(hint, "__name__", str(hint)))
+
+
+def _shown(value: Any) -> str:
+    text = json.dumps(value) if isinstance(value, str | int | float | bool | type(None)) else type(value).__name__
+    if isinstance(value, dict | list):
+        text = "an object" if isinstance(value, dict) else "a list"
+    return text if len(text) <= 40 else text[:37] + "..."

@@ -13,7 +13,10 @@ Example::
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import errno
+import io
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -77,37 +80,75 @@ class Timeline:
 
 
 class StepsCsv:
-    """``steps.csv``: one row per window, flushed as the run goes, so an interrupted run keeps them."""
+    """``steps.csv``: one row per window, flushed as the run goes, so an interrupted run keeps them.
+
+    Each row is written whole or not at all: it is formatted first, written in one unbuffered write
+    (continued after a short write), and when the file cannot take all of it (a full disk) the file
+    is cut back to the end of the last whole row before the error is raised."""
 
     def __init__(self, file) -> None:
-        self._file = file
-        self._writer = csv.writer(file)
+        self._file = file  # a binary file, unbuffered: what write() returns is on the disk
         self._rows = 0
+        self._size = 0  # bytes of whole rows (the header included)
 
     @classmethod
     def open(cls, path: str | os.PathLike, components: Sequence[str]) -> StepsCsv:
+        """A new ``steps.csv`` at ``path`` with its header; raises OSError (and leaves no file) if it cannot."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        steps = cls(path.open("w", newline=""))
-        steps._writer.writerow(STEPS_CSV_COLUMNS + [f"{name}_j" for name in components])
-        steps._file.flush()
+        steps = cls(open(path, "wb", buffering=0))  # noqa: SIM115  (open for the whole run, closed by close())
+        try:
+            steps._append(STEPS_CSV_COLUMNS + [f"{name}_j" for name in components])
+        except BaseException:
+            steps.close()
+            with contextlib.suppress(OSError):
+                path.unlink()
+            raise
         return steps
 
+    @property
+    def rows(self) -> int:
+        """Whole rows written, the header left out."""
+        return self._rows
+
     def write(self, window: Window) -> None:
-        """Append ``window``'s row; raises OSError/ValueError when the file cannot take it."""
+        """Append ``window``'s row; raises OSError/ValueError when the file cannot take it (whole)."""
         energy_j = sum(window.deltas)
         power_w = energy_j / window.duration_s if window.duration_s > 0 else 0.0
         step_j = repr(energy_j / window.steps) if window.steps else ""
-        self._writer.writerow(
+        self._append(
             [self._rows + 1, window.phase, window.global_step, window.steps, f"{window.start_s:.4f}",
              f"{window.duration_s:.4f}", repr(energy_j), f"{power_w:.3f}", step_j]
             + [repr(d) for d in window.deltas]
         )
-        self._file.flush()
         self._rows += 1
 
+    def _append(self, cells: list) -> None:
+        text = io.StringIO()
+        csv.writer(text).writerow(cells)
+        encoded = text.getvalue().encode("utf-8")
+        data = memoryview(encoded)
+        try:
+            while data:
+                written = self._file.write(data)
+                if not written:  # no progress and no error: do not loop for ever
+                    raise OSError(errno.EIO, "the file took none of the row")
+                data = data[written:]
+            self._file.flush()
+        except BaseException:
+            self._cut_back()
+            raise
+        self._size += len(encoded)
+
+    def _cut_back(self) -> None:
+        """Drop a partly written row: the file ends at its last whole row again."""
+        with contextlib.suppress(OSError, ValueError, AttributeError):
+            self._file.truncate(self._size)
+            self._file.seek(self._size)
+
     def close(self) -> None:
-        self._file.close()
+        with contextlib.suppress(OSError):
+            self._file.close()
 
 
 def _merge_points(a: dict[str, float | str], b: dict[str, float | str]) -> dict[str, float | str]:

@@ -104,9 +104,11 @@ def test_cloud_region_matches_codecarbon():
     assert "gcp europe-west1" in grid.location and "Belgium" in grid.location
 
 
-def test_cloud_region_wins_over_country():
-    grid = resolve_intensity(country_iso_code="FRA", cloud_provider="gcp", cloud_region="europe-west1")
-    assert grid.g_per_kwh == 122.0
+def test_a_country_and_a_cloud_region_together_are_refused():
+    # which one would win is a guess (issue 14): one location, or a ValueError naming both
+    with pytest.raises(ValueError, match="country_iso_code .* cloud_provider/cloud_region"):
+        resolve_intensity(country_iso_code="FRA", cloud_provider="gcp", cloud_region="europe-west1")
+    assert resolve_intensity(cloud_provider="gcp", cloud_region="europe-west1").g_per_kwh == 122.0
 
 
 def test_unknown_cloud_provider_raises_naming_the_argument():
@@ -127,10 +129,8 @@ def test_unknown_cloud_region_raises_naming_the_argument():
 
 
 def test_explicit_intensity_wins_over_everything():
-    grid = resolve_intensity(
-        country_iso_code="POL", cloud_provider="gcp", cloud_region="europe-west1", carbon_intensity_g_per_kwh=42
-    )
-    assert grid.g_per_kwh == 42.0
+    grid = resolve_intensity(cloud_provider="gcp", cloud_region="europe-west1", carbon_intensity_g_per_kwh=42)
+    assert grid.g_per_kwh == 42.0 and grid.cloud_region == "europe-west1"  # the location is still named
     assert grid.source == "carbon_intensity_g_per_kwh argument"
     assert not grid.is_default
 
