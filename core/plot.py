@@ -76,7 +76,7 @@ def write_png(report: RunReport, path: str | os.PathLike, *, dpi: int = 110) -> 
     path = Path(path)
     timeline = sorted(report.timeline, key=lambda p: float(p["t_s"]))
     components = list(report.by_component.values())
-    figure = Figure(figsize=(9.0, 6.4), layout="constrained")
+    figure = Figure(figsize=(9.0, 7.6), layout="constrained")
     FigureCanvasAgg(figure)
     power_ax, energy_ax = figure.subplots(2, 1, sharex=True, height_ratios=(1.0, 1.1))
     figure.suptitle(_title(report), fontsize=11)
@@ -100,31 +100,48 @@ def write_png(report: RunReport, path: str | os.PathLike, *, dpi: int = 110) -> 
     power_ax.set_ylim(bottom=0)
     power_ax.grid(alpha=0.3)
 
-    scale, unit = energy_scale(max(report.energy_j, *(f.get("energy_high_j") or 0.0 for f in report.forecasts), 0.0))
+    made = [f for f in report.forecasts if f.get("energy_j") is not None and f.get("duration_s")]
+    # the axes cover the run: a forecast that was far off (early, before the level was known) is drawn
+    # at the edge with an arrow and its value in the legend, not allowed to squeeze the run
+    x_end, y_top_j = figure_extent(report, ends[-1] if timeline else 0.0)
+    scale, unit = energy_scale(y_top_j)
     cumulative, total = [0.0], 0.0
     for p in timeline:
         total += sum(float(p.get(c.name, 0.0)) for c in components)
         cumulative.append(total / scale)
     energy_ax.plot([starts[0]] + ends if timeline else [0.0], cumulative, color="#264653", lw=2,
-                   label="measured energy")
+                   label="energy measured so far")
     energy_ax.scatter([report.duration_s], [report.energy_j / scale], color="#264653", zorder=5, s=30,
                       label=f"measured total {report.energy_j / scale:.3g} {unit}")
-    made = [f for f in report.forecasts if f.get("energy_j") is not None and f.get("duration_s")]
     for k, f in enumerate(made):
         shade = 0.35 + 0.6 * (k + 1) / len(made)
-        low, high = f["energy_low_j"] / scale, f["energy_high_j"] / scale
-        value = f["energy_j"] / scale
-        energy_ax.errorbar([f["duration_s"]], [value], yerr=[[value - low], [high - value]], fmt="D",
-                           color=(0.85 * (1 - shade), 0.3, 0.6 * shade), capsize=4, ms=5,
-                           label=f"forecast at {100 * f['fraction']:g}% of the plan")
+        colour = (0.85 * (1 - shade), 0.3, 0.6 * shade)
+        value, low, high = f["energy_j"] / scale, f["energy_low_j"] / scale, f["energy_high_j"] / scale
+        x = min(f["duration_s"], x_end / 1.04)
+        top = y_top_j / scale
+        words = f"forecast at {100 * f['fraction']:g}% of the plan: {value:.3g} {unit} [{low:.3g}, {high:.3g}]"
+        beyond = []
+        if f["duration_s"] > x_end / 1.04:
+            beyond.append(f"ends at {f['duration_s']:.0f} s")
+        if value > top:
+            beyond.append("off the scale")
+        if beyond:
+            energy_ax.scatter([x], [min(value, top)], marker=">" if value <= top else "^", color=colour, s=45,
+                              zorder=6, label=f"{words} ({'; '.join(beyond)})")
+            continue
+        energy_ax.errorbar([x], [value], yerr=[[value - low], [min(high, top) - value]], fmt="D", color=colour,
+                           capsize=4, ms=5, label=words)
     if made:
         last = made[-1]
-        energy_ax.axhspan(last["energy_low_j"] / scale, last["energy_high_j"] / scale, color="#9d4edd", alpha=0.12,
-                          label=f"latest forecast's 90% band ({100 * last['fraction']:g}%)")
-        energy_ax.axhline(last["energy_j"] / scale, color="#9d4edd", lw=1, ls="--")
+        energy_ax.axhspan(min(last["energy_low_j"], y_top_j) / scale, min(last["energy_high_j"], y_top_j) / scale,
+                          color="#9d4edd", alpha=0.12,
+                          label="latest forecast's 90% interval for the whole run")
+        if last["energy_j"] <= y_top_j:
+            energy_ax.axhline(last["energy_j"] / scale, color="#9d4edd", lw=1, ls="--")
+    energy_ax.set_xlim(0.0, x_end)
+    energy_ax.set_ylim(0.0, y_top_j / scale)
     energy_ax.set_ylabel(f"cumulative energy ({unit})")
     energy_ax.set_xlabel("time since training began (s)")
-    energy_ax.set_ylim(bottom=0)
     energy_ax.grid(alpha=0.3)
 
     shaded: set[str] = set()
@@ -138,13 +155,24 @@ def write_png(report: RunReport, path: str | os.PathLike, *, dpi: int = 110) -> 
         handles.append(Patch(color=PHASE_COLOURS[phase], alpha=0.4))
         labels.append(f"{phase} phase")
     power_ax.legend(handles, labels, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
-    energy_ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
+    energy_ax.legend(loc="upper left", bbox_to_anchor=(0.0, -0.16), fontsize=7.5, frameon=False, ncol=2,
+                     title="each forecast of the whole run's energy is drawn at the run time it predicted "
+                           "(a marker at the edge: beyond the axes)", title_fontsize=7.5)
     from .report import write_atomically
 
     image = io.BytesIO()
     figure.savefig(image, format="png", dpi=dpi)  # drawn whole first: a failure leaves no empty file
     write_atomically(path, image.getvalue())
     return path
+
+
+def figure_extent(report: RunReport, last_window_end_s: float = 0.0) -> tuple[float, float]:
+    """The time (s) and energy (J) the lower axes reach: the run itself, and the forecasts whose
+    interval stays within twice the measured total (a forecast far off is drawn at the edge)."""
+    made = [f for f in report.forecasts if f.get("energy_j") is not None and f.get("duration_s")]
+    x_end = max(report.duration_s, last_window_end_s, 1e-9) * 1.04
+    near = [f["energy_high_j"] for f in made if f["energy_high_j"] <= 2 * report.energy_j]
+    return x_end, max(report.energy_j, *near, 1e-12) * 1.08
 
 
 def _title(report: RunReport) -> str:

@@ -101,3 +101,24 @@ def test_noise_alone_does_not_hold_the_forecast_back():
         f.add_window(50, 10.0 * 0.5 * (1 + rng.uniform(-0.15, 0.15)), 0.5)
         published += i >= 8 and f.forecast() is not None
     assert published == 52  # every window from the ninth on
+
+
+def test_the_figure_covers_the_run_whatever_an_early_forecast_said(tmp_path, steady_source):
+    """A forecast made during a warm-up that predicted 5x the run's length and 7x its energy does
+    not stretch report.png's axes: they cover the run, and the figure is drawn."""
+    from wattwise.plot import figure_extent, write_png
+
+    run, clock = warm_run(tmp_path, steady_source)
+    for _ in range(600):
+        clock.now += 0.05
+        run.step()
+    report = run.finish()
+    report.forecasts.insert(0, {
+        "fraction": 0.01, "at_step": 6, "energy_j": 7 * report.energy_j, "energy_low_j": 5 * report.energy_j,
+        "energy_high_j": 9 * report.energy_j, "duration_s": 5 * report.duration_s, "eval_passes_unmeasured": 0,
+        "error_pct": 600.0,
+    })
+    x_end, y_top = figure_extent(report)
+    assert report.duration_s <= x_end <= 1.1 * report.duration_s
+    assert report.energy_j <= y_top <= 2.2 * report.energy_j
+    assert write_png(report, tmp_path / "report.png").stat().st_size > 10_000

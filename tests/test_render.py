@@ -108,7 +108,7 @@ def test_report_png_is_drawn_at_the_end_of_a_run(tmp_path, steady_source):
     png = tmp_path / "run" / "wattwise" / "report.png"
     assert png.read_bytes()[:8] == PNG_MAGIC
     width, height = int.from_bytes(png.read_bytes()[16:20], "big"), int.from_bytes(png.read_bytes()[20:24], "big")
-    assert (width, height) == (990, 704)  # 9 x 6.4 inches at 110 dpi
+    assert (width, height) == (990, 836)  # 9 x 7.6 inches at 110 dpi
 
 
 def test_short_windows_are_merged_for_the_power_plot_keeping_energy():
