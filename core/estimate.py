@@ -220,17 +220,38 @@ def fit_efficiency(runs: list[Any], per_device_peak_flops: float | Callable[[Any
     return Calibration(n, kind, utilization, u_range, power_w, each, unknown)
 
 
+CALIBRATION_SCALE_FACTOR = 30.0  # a past run's model within this factor of the estimate's parameters
+CALIBRATION_MIN_TRAIN_S = 20.0  # shorter runs measure start-up and overheads more than the model's work
+
+
+def calibration_exclusion(run: Any, params: float | None) -> str | None:
+    """Why a complete run on the right hardware is not used to calibrate an estimate of a ``params``
+    model, or None when it is: runs far from the estimate's scale (a tiny model's utilization says
+    little about a large one's) or too short (start-up dominates) would wreck the fit."""
+    if not run.params or not (run.tokens or run.samples) or (run.train_duration_s or 0) <= 0:
+        return "without params and tokens/samples"
+    if params and not 1 / CALIBRATION_SCALE_FACTOR <= run.params / params <= CALIBRATION_SCALE_FACTOR:
+        return f"model over {CALIBRATION_SCALE_FACTOR:g}x from {params:.3g} params"
+    if run.train_duration_s < CALIBRATION_MIN_TRAIN_S:
+        return f"trained under {CALIBRATION_MIN_TRAIN_S:g} s"
+    return None
+
+
 def calibrate_from_registry(
-    hw: Hardware, per_device_peak_flops: float, registry: bool | str | os.PathLike | None = None
+    hw: Hardware, per_device_peak_flops: float, registry: bool | str | os.PathLike | None = None,
+    params: float | None = None,
 ) -> tuple[Calibration | None, str]:
-    """The fit to the registry's complete runs on ``hw`` (or None), and a line saying what was done."""
+    """The fit to the registry's complete runs on ``hw`` at the scale of a ``params`` model (or None),
+    and a line saying which runs were used and why others were left out. Interrupted runs and runs
+    stopped by their budget are never used."""
     from .registry import Registry
 
     reg = Registry.open(registry)
     if reg is None:
         return None, "no: the run registry is off"
     try:
-        runs = reg.runs(complete_only=True, hardware_kind=hw.kind)
+        every = reg.runs(hardware_kind=hw.kind)
+        runs = [r for r in every if not r.partial and not r.stopped_by_budget]
     except Exception as exc:  # a locked or damaged file: estimate without it, and say so
         return None, f"no: the run registry could not be read ({type(exc).__name__}: {exc})"
     if hw.kind == "cpu":
@@ -242,11 +263,25 @@ def calibrate_from_registry(
     else:
         matching = [r for r in runs if _device_matches(hw, r.hardware)]
         where = hw.name
-    usable = [r for r in matching if r.params and (r.tokens or r.samples) and (r.train_duration_s or 0) > 0]
+    reasons: dict[str, int] = {}
+    unfinished = len(every) - len(runs)
+    if hw.kind == "cpu":
+        unfinished = sum(1 for r in every if r.cpu_model == here) - len(matching)
+    else:
+        unfinished = sum(1 for r in every if _device_matches(hw, r.hardware)) - len(matching)
+    if unfinished:
+        reasons["interrupted or stopped by a budget"] = unfinished
+    usable = []
+    for run in matching:
+        why = calibration_exclusion(run, params)
+        if why is None:
+            usable.append(run)
+        else:
+            reasons[why] = reasons.get(why, 0) + 1
+    left_out = "; left out: " + ", ".join(f"{n} {why}" for why, n in reasons.items()) if reasons else ""
     if not usable:
-        found = f"{len(matching)} complete run(s) on {where}, none with params and tokens/samples" if matching else (
-            f"no complete run on {where}")
-        return None, f"no: {found} in {reg.path}"
+        found = f"no usable run on {where}" if matching or unfinished else f"no complete run on {where}"
+        return None, f"no: {found} in {reg.path}{left_out}"
 
     def peak_for(run: Any) -> float:  # the device's peak at the precision the run trained in
         tflops = hw.peak_tflops_at(getattr(run, "precision", None))
@@ -254,7 +289,8 @@ def calibrate_from_registry(
 
     fit = fit_efficiency(usable, peak_for)
     return fit, (f"yes, from {fit.runs} past run{'s' * (fit.runs > 1)} on {where} in {reg.path}: "
-                 f"utilization {fit.utilization:.3g}, {fit.power_w:.4g} W per {'GPU' if fit.kind == 'gpu' else 'CPU thread'}")
+                 f"utilization {fit.utilization:.3g}, {fit.power_w:.4g} W per {'GPU' if fit.kind == 'gpu' else 'CPU thread'}"
+                 f"{left_out}")
 
 
 def _device_matches(hw: Hardware, device_name: str) -> bool:
@@ -528,7 +564,8 @@ def estimate(
             calibration = "no: utilization given"
         else:
             per_device_peak = peak / scale  # per GPU, or per logical CPU for the cpu row
-            fit, calibration = calibrate_from_registry(lookup_hardware(hardware), per_device_peak, registry)
+            fit, calibration = calibrate_from_registry(lookup_hardware(hardware), per_device_peak, registry,
+                                                       params=params)
     if fit is not None:
         utilization = fit.utilization
         if not power_given:  # the measured mean power replaces the TDP

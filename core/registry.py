@@ -43,7 +43,7 @@ ENV = "WATTWISE_REGISTRY"
 OFF = ("0", "false", "off", "no", "none")
 ON = ("1", "true", "on", "yes", "")
 BUSY_TIMEOUT_S = 30.0
-SCHEMA_VERSION = 2  # 2: the precision column
+SCHEMA_VERSION = 3  # 2: the precision column; 3: stopped_by_budget
 
 _COLUMNS = (
     ("run_id", "TEXT PRIMARY KEY"),
@@ -70,6 +70,7 @@ _COLUMNS = (
     ("output_dir", "TEXT"),
     ("partial", "INTEGER NOT NULL"),
     ("precision", "TEXT"),  # fp32, tf32, bf16 or fp16 as the framework said; NULL when not known
+    ("stopped_by_budget", "INTEGER NOT NULL DEFAULT 0"),  # on_budget="stop" ended it before its plan
 )
 
 
@@ -101,6 +102,12 @@ class RunRecord:
     output_dir: str | None
     partial: bool
     precision: str | None = None
+    stopped_by_budget: bool = False
+
+    @property
+    def status(self) -> str:
+        """``complete``, ``partial`` (interrupted) or ``stopped`` (by its budget)."""
+        return "partial" if self.partial else "stopped" if self.stopped_by_budget else "complete"
 
 
 def default_path() -> Path:
@@ -242,6 +249,7 @@ class Registry:
         values = [getattr(row, name) for name in names]
         values[names.index("by_phase")] = json.dumps(row.by_phase)
         values[names.index("partial")] = int(row.partial)
+        values[names.index("stopped_by_budget")] = int(row.stopped_by_budget)
         import sqlite3
 
         conn = self._connect()
@@ -260,7 +268,8 @@ class Registry:
 
     def runs(self, *, limit: int | None = None, hardware_kind: str | None = None,
              complete_only: bool = False) -> list[RunRecord]:
-        """Recorded runs, newest first; ``complete_only`` leaves out partial (stopped, interrupted) runs."""
+        """Recorded runs, newest first; ``complete_only`` leaves out partial (interrupted) runs and runs
+        stopped by their budget."""
         if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit <= 0):
             raise ValueError(f"limit must be a whole number > 0, got {limit!r}")
         if not self.path.exists():
@@ -272,8 +281,11 @@ class Registry:
         if complete_only:
             where.append("partial = 0")
         sql = "SELECT * FROM runs" + (" WHERE " + " AND ".join(where) if where else "")
-        sql += " ORDER BY recorded_at DESC, rowid DESC" + (f" LIMIT {limit}" if limit else "")
-        return self._select(sql, args)
+        sql += " ORDER BY recorded_at DESC, rowid DESC" + (f" LIMIT {limit}" if limit and not complete_only else "")
+        runs = self._select(sql, args)
+        if complete_only:  # in Python: a file from before the column still reads (read-only, unmigrated)
+            runs = [r for r in runs if not r.stopped_by_budget][:limit]
+        return runs
 
     def find(self, run_id: str) -> list[RunRecord]:
         """The runs whose ``run_id`` is ``run_id`` or starts with it (any case), newest first: one when
@@ -308,6 +320,7 @@ def _row_factory(cursor: sqlite3.Cursor, row: tuple) -> RunRecord:
     data = {d[0]: value for d, value in zip(cursor.description, row, strict=True) if d[0] in _RECORD_FIELDS}
     data["by_phase"] = json.loads(data["by_phase"] or "{}")
     data["partial"] = bool(data["partial"])
+    data["stopped_by_budget"] = bool(data.get("stopped_by_budget") or False)
     return RunRecord(**data)
 
 
@@ -342,6 +355,7 @@ def record_from_report(report: RunReport, *, params: int | None = None, tokens: 
         output_dir=os.path.abspath(output_dir) if output_dir is not None else None,  # found from any directory
         partial=bool(report.partial),
         precision=precision,
+        stopped_by_budget=report.budget.get("stopped_at_step") is not None,
     )
 
 
@@ -362,7 +376,7 @@ def format_runs(records: list[RunRecord]) -> str:
             f"{r.params:.3g}" if r.params else "-", work, str(r.train_steps or 0),
             f"{r.energy_j / J_PER_KWH:.4g}", f"{r.duration_s:.1f}",
             f"{1000 * r.emissions_kg:.3g}" if r.emissions_kg is not None else "-",
-            "partial" if r.partial else "complete", r.run_id[:8], _short_path(r.output_dir),
+            r.status, r.run_id[:8], _short_path(r.output_dir),
         ])
     if not rows:
         return "no runs recorded"

@@ -105,7 +105,8 @@ def test_a_finished_run_is_recorded_with_what_calibration_needs(tmp_path, steady
     assert record.device_energy_j == pytest.approx(50.0)
     assert record.by_phase["train"]["energy_j"] == pytest.approx(report.by_phase["train"].energy_j)
     assert record.emissions_kg == pytest.approx(report.emissions_kg)
-    assert record.output_dir is None and record.started_at  # no files written (write_files=False): nowhere to point == report.started_at
+    assert record.output_dir is None  # no files written (write_files=False): nowhere to point
+    assert record.started_at == report.started_at
 
 
 def test_a_partial_run_is_recorded_flagged(tmp_path, steady_source, private_registry):
