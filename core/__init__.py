@@ -22,15 +22,16 @@ of the same name: import the module's other names with ``from wattwise.estimate 
 
 from .config import Config
 from .estimate import Estimate, estimate  # cheap (no framework); binds the function over the submodule
+from .figures import PASS_SAMPLE_KEYS, SAMPLE_J, TOKENS_PER_J
 from .projection import FORECAST_HIGH_KWH, FORECAST_KG, FORECAST_KWH, FORECAST_LOW_KWH
 from .report import RunReport
 from .run import CARBON_KG, EVAL_J, POWER_W, PREDICT_J, STEP_J, TEST_J, TOTAL_KWH, Run, track
 
 __version__ = "0.1.0"
-LOG_KEYS = (STEP_J, POWER_W, TOTAL_KWH, CARBON_KG, EVAL_J, TEST_J, PREDICT_J,
-            FORECAST_KWH, FORECAST_LOW_KWH, FORECAST_HIGH_KWH, FORECAST_KG)
+LOG_KEYS = (STEP_J, POWER_W, TOTAL_KWH, CARBON_KG, SAMPLE_J, TOKENS_PER_J, EVAL_J, TEST_J, PREDICT_J,
+            *PASS_SAMPLE_KEYS.values(), FORECAST_KWH, FORECAST_LOW_KWH, FORECAST_HIGH_KWH, FORECAST_KG)
 __all__ = [
     "CARBON_KG", "EVAL_J", "FORECAST_HIGH_KWH", "FORECAST_KG", "FORECAST_KWH", "FORECAST_LOW_KWH", "LOG_KEYS",
-    "POWER_W", "PREDICT_J", "STEP_J", "TEST_J", "TOTAL_KWH", "Config", "Estimate", "Run", "RunReport",
-    "__version__", "estimate", "track",
+    "PASS_SAMPLE_KEYS", "POWER_W", "PREDICT_J", "SAMPLE_J", "STEP_J", "TEST_J", "TOKENS_PER_J", "TOTAL_KWH",
+    "Config", "Estimate", "Run", "RunReport", "__version__", "estimate", "track",
 ]

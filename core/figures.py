@@ -27,6 +27,9 @@ EVAL_J = "energy/eval_j"
 TEST_J = "energy/test_j"
 PREDICT_J = "energy/predict_j"
 PASS_KEYS = {"eval": EVAL_J, "test": TEST_J, "predict": PREDICT_J}  # joules of the pass that just ended
+SAMPLE_J = "energy/sample_j"  # joules per training sample since the previous log
+TOKENS_PER_J = "energy/tokens_per_j"  # training tokens per joule since the previous log
+PASS_SAMPLE_KEYS = {"eval": "energy/eval_sample_j", "test": "energy/test_sample_j", "predict": "energy/predict_sample_j"}
 UNMEASURED_EVAL_NOTE = (
     "evaluation passes are scheduled but none has run yet: forecasts leave them out (and their interval "
     "covers the training steps only) until the first one is measured"
@@ -52,8 +55,13 @@ class Figures:
         counts = self.ranks.counts(self.ledger)
         mark = self._marks.get(interval, Counts(self.ledger.first.timestamp_s, 0.0, 0, 0.0))
         metrics: dict[str, float] = {}
+        train_j = counts.train_j - mark.train_j
         if counts.train_steps > mark.train_steps:
-            metrics[STEP_J] = (counts.train_j - mark.train_j) / (counts.train_steps - mark.train_steps)
+            metrics[STEP_J] = train_j / (counts.train_steps - mark.train_steps)
+        if counts.train_samples > mark.train_samples and counts.train_steps > mark.train_steps:
+            metrics[SAMPLE_J] = train_j / (counts.train_samples - mark.train_samples)
+        if counts.train_tokens > mark.train_tokens and train_j > 0:
+            metrics[TOKENS_PER_J] = (counts.train_tokens - mark.train_tokens) / train_j
         if counts.timestamp_s > mark.timestamp_s:
             metrics[POWER_W] = (counts.total_j - mark.total_j) / (counts.timestamp_s - mark.timestamp_s)
         metrics.update(self.totals())
@@ -62,8 +70,11 @@ class Figures:
         return metrics
 
     def pass_metrics(self, phase: str, *, totals: bool = True) -> dict[str, float]:
-        """``energy/<phase>_j`` of the pass just ended and, with ``totals``, the run's totals."""
+        """``energy/<phase>_j`` of the pass just ended (``energy/<phase>_sample_j`` when its samples were
+        counted) and, with ``totals``, the run's totals."""
         metrics = {PASS_KEYS[phase]: self.last_pass_j}
+        if self.ledger is not None and self.ledger.last_pass_samples:  # this rank's joules per its samples
+            metrics[PASS_SAMPLE_KEYS[phase]] = self.ledger.last_pass_j / self.ledger.last_pass_samples
         if totals:
             metrics.update(self.totals())
         return metrics

@@ -43,6 +43,8 @@ class Counts:
     total_j: float
     train_steps: int
     train_j: float
+    train_samples: int = 0
+    train_tokens: float = 0.0
 
 
 class Ledger:
@@ -73,6 +75,8 @@ class Ledger:
         self._pass_start_s = 0.0
         self.last_pass_j = 0.0
         self.last_pass_s = 0.0
+        self.last_pass_samples = 0
+        self._pass_start_samples = 0
         self.passes_ended = 0
         self.window_steps = 0
         self._window_work = 0.0  # tokens of this window's steps, when the integration counts them
@@ -126,6 +130,7 @@ class Ledger:
         self.phase = phase
         self._pass_start_j = self.phases[phase].energy_j
         self._pass_start_s = self.phases[phase].duration_s
+        self._pass_start_samples = self.phases[phase].samples
 
     def end(self, phase: str) -> bool:
         """Leave ``phase`` (back to ``train``): one more pass of it, whose joules and seconds are
@@ -138,6 +143,7 @@ class Ledger:
         self.passes_ended += 1
         self.last_pass_j = record.energy_j - self._pass_start_j
         self.last_pass_s = record.duration_s - self._pass_start_s
+        self.last_pass_samples = record.samples - self._pass_start_samples
         self.phase = "train"
         return True
 
@@ -161,6 +167,8 @@ class Ledger:
         record.energy_j += sum(deltas)
         record.duration_s += duration_s
         record.steps += steps
+        if work is not None:
+            record.tokens += work
         self.evidence.window(reading, phase)
         if phase == "train":
             self.global_step += steps
@@ -200,7 +208,8 @@ class Ledger:
 
     def counts(self) -> Counts:
         train = self.phases["train"]
-        return Counts(self.last.timestamp_s, self.last.total_j - self.first.total_j, train.steps, train.energy_j)
+        return Counts(self.last.timestamp_s, self.last.total_j - self.first.total_j, train.steps, train.energy_j,
+                      train.samples, train.tokens)
 
     def components(self) -> dict[str, ComponentEnergy]:
         """Each component and its energy as of the last reading."""

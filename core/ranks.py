@@ -24,7 +24,8 @@ from .forecast import MILESTONE_FRACTIONS, Forecast
 from .ledger import PHASES, Counts, Ledger
 from .records import ComponentEnergy, PhaseEnergy
 
-_FIGURES = ("total_j", *(f"{p}_j" for p in PHASES), *(f"{p}_samples" for p in PHASES), "last_pass_j")
+_FIGURES = ("total_j", *(f"{p}_j" for p in PHASES), *(f"{p}_samples" for p in PHASES),
+            *(f"{p}_tokens" for p in PHASES), "last_pass_j")
 
 
 class RanksFailed(RuntimeError):
@@ -41,6 +42,7 @@ class Synced:
     total_j: float
     phase_j: dict[str, float]
     phase_samples: dict[str, int]
+    phase_tokens: dict[str, float]
     last_pass_j: float
     passes_ended: int  # this rank's count of ended passes then: the sum is of the pass that ended last
 
@@ -100,7 +102,8 @@ class AcrossRanks(LocalRanks):
         synced = self.synced
         if synced is None:
             return Counts(ledger.first.timestamp_s, 0.0, 0, 0.0)
-        return Counts(synced.timestamp_s, synced.total_j, synced.train_steps, synced.phase_j["train"])
+        return Counts(synced.timestamp_s, synced.total_j, synced.train_steps, synced.phase_j["train"],
+                      synced.phase_samples["train"], synced.phase_tokens["train"])
 
     def scale(self, forecast: Forecast | None) -> Forecast | None:
         """This rank's forecast scaled to the run by the ratio of the total to this rank's energy at
@@ -149,6 +152,7 @@ class AcrossRanks(LocalRanks):
             total_j=sums["total_j"],
             phase_j={name: sums[f"{name}_j"] for name in PHASES},
             phase_samples={name: round(sums[f"{name}_samples"]) for name in PHASES},
+            phase_tokens={name: sums[f"{name}_tokens"] for name in PHASES},
             last_pass_j=sums["last_pass_j"],
             passes_ended=ledger.passes_ended,
         )
@@ -178,7 +182,8 @@ class AcrossRanks(LocalRanks):
         if not ranks or self.synced is None:
             return super().totals(ledger, ranks)
         phases = {
-            name: dataclasses.replace(p, energy_j=self.synced.phase_j[name], samples=self.synced.phase_samples[name])
+            name: dataclasses.replace(p, energy_j=self.synced.phase_j[name], samples=self.synced.phase_samples[name],
+                                      tokens=self.synced.phase_tokens[name])
             for name, p in ledger.phases.items()
         }
         return self.synced.total_j, merge_rank_components(ranks), phases
@@ -189,4 +194,5 @@ def _local_figures(ledger: Ledger) -> list[float]:
     for name, record in ledger.phases.items():
         figures[f"{name}_j"] = record.energy_j
         figures[f"{name}_samples"] = float(record.samples)
+        figures[f"{name}_tokens"] = float(record.tokens)
     return [figures[key] for key in _FIGURES]

@@ -49,6 +49,7 @@ class PhaseEnergy:
     steps: int = 0
     passes: int = 0
     samples: int = 0
+    tokens: float = 0.0  # when the framework counts them (HF include_num_input_tokens_seen, track(tokens=))
 
     @property
     def energy_kwh(self) -> float:
@@ -56,7 +57,27 @@ class PhaseEnergy:
 
     @property
     def j_per_step(self) -> float | None:
+        """Joules per step: per optimizer step in training, per batch in a pass."""
         return self.energy_j / self.steps if self.steps else None
+
+    @property
+    def j_per_sample(self) -> float | None:
+        return self.energy_j / self.samples if self.samples else None
+
+    @property
+    def samples_per_j(self) -> float | None:
+        return self.samples / self.energy_j if self.samples and self.energy_j > 0 else None
+
+    @property
+    def tokens_per_j(self) -> float | None:
+        return self.tokens / self.energy_j if self.tokens and self.energy_j > 0 else None
+
+    def efficiency(self) -> dict[str, float]:
+        """The efficiency metrics of the study behind wattwise (Mavromatis et al. 2024): energy per
+        sample, samples per joule, tokens per joule, energy per step; only those this phase knows."""
+        figures = {"j_per_sample": self.j_per_sample, "samples_per_j": self.samples_per_j,
+                   "tokens_per_j": self.tokens_per_j, "j_per_step": self.j_per_step}
+        return {name: value for name, value in figures.items() if value is not None}
 
 
 @dataclass

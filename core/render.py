@@ -68,14 +68,17 @@ def tables(report: RunReport) -> list[Table]:
         right={1, 2},
     )
     phases = Table(
-        "by phase", ["phase", "energy", "share", "time", "steps", "per step", "passes"],
+        "by phase", ["phase", "energy", "share", "time", "steps", "per step", "samples", "per sample", "samples/J",
+                     "tokens/J", "passes"],
         [
             [p.name, format_energy(p.energy_j), f"{100 * p.energy_j / total:.1f}%", f"{p.duration_s:.1f} s",
              str(p.steps), format_energy(p.j_per_step) if p.j_per_step is not None else "",
+             str(p.samples) if p.samples else "", format_energy(p.j_per_sample) if p.j_per_sample else "",
+             f"{p.samples_per_j:.3g}" if p.samples_per_j else "", f"{p.tokens_per_j:.3g}" if p.tokens_per_j else "",
              str(p.passes) if p.passes else ""]
             for p in report.by_phase.values()
         ],
-        right={1, 2, 3, 4, 5, 6},
+        right=set(range(1, 11)),
     )
     result = [components, phases]
     made = [f for f in report.forecasts if f.get("energy_j") is not None]
@@ -279,6 +282,14 @@ def compare_table(a: RunReport, b: RunReport, names: tuple[str, str] = ("A", "B"
         pa, pb = a.by_phase.get(phase), b.by_phase.get(phase)
         rows.append(energy_row(f"{phase}", pa.energy_j if pa else None, pb.energy_j if pb else None))
         rows.append(energy_row(f"{phase} per step", pa.j_per_step if pa else None, pb.j_per_step if pb else None))
+        if (pa and pa.samples) or (pb and pb.samples):
+            rows.append(energy_row(f"{phase} per sample", pa.j_per_sample if pa else None,
+                                   pb.j_per_sample if pb else None))
+            per_j = [p.samples_per_j if p else None for p in (pa, pb)]
+            rows.append([f"{phase} samples per J", *(f"{v:.3g}" if v else "-" for v in per_j), change(*per_j)])
+        if (pa and pa.tokens) or (pb and pb.tokens):
+            per_j = [p.tokens_per_j if p else None for p in (pa, pb)]
+            rows.append([f"{phase} tokens per J", *(f"{v:.3g}" if v else "-" for v in per_j), change(*per_j)])
     for name in dict.fromkeys([*a.by_component, *b.by_component]):
         ca, cb = a.by_component.get(name), b.by_component.get(name)
         flag = lambda c: "" if c is None else (" (measured)" if c.measured else " (estimated)")  # noqa: E731

@@ -70,8 +70,13 @@ class RunReport:
         """The part of the total read from hardware counters (the rest is estimated)."""
         return sum(c.energy_j for c in self.by_component.values() if c.measured)
 
+    def efficiency(self) -> dict[str, dict[str, float]]:
+        """Per phase: energy per sample, samples and tokens per joule, energy per step (those known)."""
+        return {name: figures for name, p in self.by_phase.items() if (figures := p.efficiency())}
+
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
+        data["efficiency"] = self.efficiency()
         data["energy_kwh"] = self.energy_kwh
         data["measured_energy_j"] = self.measured_energy_j
         return data

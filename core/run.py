@@ -18,10 +18,12 @@ Example::
 
 ``run.metrics()`` returns the keys every callback logs: ``energy/step_j`` (joules per training step
 since the previous call), ``energy/power_w`` (mean power since then), ``energy/total_kwh`` and
-``carbon/total_kg`` (since the start), and once the forecaster has enough windows
+``carbon/total_kg`` (since the start), ``energy/sample_j`` and ``energy/tokens_per_j`` when
+``step()`` is given samples and tokens, and once the forecaster has enough windows
 ``energy/forecast_kwh``, ``energy/forecast_low_kwh``, ``energy/forecast_high_kwh`` and
 ``carbon/forecast_kg`` (the whole planned run, with its 90% interval). ``run.pass_metrics("eval")``
-gives ``energy/eval_j`` (``test_j``, ``predict_j``) of the pass just ended.
+gives ``energy/eval_j`` (``test_j``, ``predict_j``) of the pass just ended, and
+``energy/eval_sample_j`` when its samples were counted.
 
 An exception leaving the ``with`` block finishes the run at once as partial (files written,
 registry row marked partial) and propagates unchanged; so do SIGTERM and SIGINT (``endings.py``).

@@ -88,8 +88,9 @@ class EnergyCallback(Options, keras.callbacks.Callback):
     Example: ``model.fit(x, y, callbacks=[EnergyCallback(country_iso_code="FRA")])``. Logged keys:
     ``energy/step_j``, ``energy/power_w``, ``energy/total_kwh``, ``carbon/total_kg``,
     ``energy/forecast_kwh``, ``energy/forecast_low_kwh``, ``energy/forecast_high_kwh``,
-    ``carbon/forecast_kg`` (batch and epoch logs) and ``energy/eval_j`` (epoch logs after
-    validation, ``evaluate()``'s logs). See the module docstring.
+    ``carbon/forecast_kg``, ``energy/sample_j`` (batch and epoch logs) and ``energy/eval_j``,
+    ``energy/eval_sample_j`` (epoch logs after validation, ``evaluate()``'s logs). See the module
+    docstring.
     """
 
     def _configured(self) -> None:
@@ -149,8 +150,9 @@ class EnergyCallback(Options, keras.callbacks.Callback):
             return
         run = self._run
         batch, steps = _steps_ended(batch, self._last_batch, self._steps_per_epoch)
+        samples = _samples(self._train_batches, batch + 1) - _samples(self._train_batches, self._last_batch + 1)
         self._last_batch = batch
-        if run.step(steps=steps):  # fresh figures once per window, the cached ones in between
+        if run.step(samples=samples, steps=steps):  # fresh figures once per window, the cached ones in between
             self._batch_metrics = run.metrics("batch", read=False)
         if run.should_stop:  # on_budget="stop" and the budget is spent
             self.model.stop_training = True
@@ -162,7 +164,6 @@ class EnergyCallback(Options, keras.callbacks.Callback):
         if self._call != "fit":
             return
         run = self._run
-        run.add_samples("train", _samples(self._train_batches, self._last_batch + 1))
         # step_j over the epoch's training steps; power_w over the epoch, validation included
         metrics = run.metrics("epoch")
         if self._eval_j is not None:

@@ -117,7 +117,8 @@ class EnergyCallback(Options, *_BASES):
     Example: ``L.Trainer(callbacks=[EnergyCallback(country_iso_code="FRA")])``. Logged keys:
     ``energy/power_w``, ``energy/step_j``, ``energy/total_kwh``, ``carbon/total_kg`` and the
     forecast's ``energy/forecast_kwh``, ``energy/forecast_low_kwh``, ``energy/forecast_high_kwh``,
-    ``carbon/forecast_kg`` at log steps; ``energy/eval_j`` and ``energy/test_j`` at the end of each
+    ``carbon/forecast_kg`` and ``energy/sample_j`` at log steps; ``energy/eval_j``,
+    ``energy/eval_sample_j``, ``energy/test_j`` and ``energy/test_sample_j`` at the end of each
     pass. See the module docstring.
     """
 

@@ -70,7 +70,7 @@ from wattwise.options import Options
 from wattwise.report import RunReport
 from wattwise.runs import RunSeries
 
-__all__ = ["EnergyCallback"]
+__all__ = ["EnergyCallback", "probe"]
 
 PASS_OF_CALL = {"evaluate": "eval", "predict": "predict"}
 
@@ -81,9 +81,10 @@ class EnergyCallback(Options, TrainerCallback):
     Example: ``Trainer(..., callbacks=[EnergyCallback(country_iso_code="FRA")])``. Logged keys:
     ``energy/step_j``, ``energy/power_w``, ``energy/total_kwh``, ``carbon/total_kg``,
     ``energy/forecast_kwh``, ``energy/forecast_low_kwh``, ``energy/forecast_high_kwh``,
-    ``carbon/forecast_kg`` (training logs); ``energy/eval_j`` and the totals (evaluation logs and
-    ``evaluate()``'s metrics); ``energy/predict_j`` and the totals (``predict()``'s metrics). See
-    the module docstring.
+    ``carbon/forecast_kg``, ``energy/sample_j`` and, with ``include_num_input_tokens_seen``,
+    ``energy/tokens_per_j`` (training logs); ``energy/eval_j``, ``energy/eval_sample_j`` and the
+    totals (evaluation logs and ``evaluate()``'s metrics); ``energy/predict_j``,
+    ``energy/predict_sample_j`` and the totals (``predict()``'s metrics). See the module docstring.
     """
 
     def _configured(self) -> None:
@@ -130,7 +131,8 @@ class EnergyCallback(Options, TrainerCallback):
             tokens = state.num_input_tokens_seen - self._tokens_seen
             self._tokens_seen = state.num_input_tokens_seen
         run = self.runs.run
-        run.step(tokens=tokens)
+        # samples of an optimizer step on this rank: the batch size x accumulation (a short last batch counted full)
+        run.step(samples=args.per_device_train_batch_size * args.gradient_accumulation_steps, tokens=tokens)
         if run.should_stop:  # on_budget="stop" and the budget is spent
             control.should_training_stop = True
         self._maybe_begin_eval(control)
@@ -298,3 +300,22 @@ def _metric_key(args) -> str:
     ``eval_loss`` by default (the Trainer prefixes the name the same way)."""
     name = args.metric_for_best_model or "loss"
     return name if name.startswith("eval_") else f"eval_{name}"
+
+
+from wattwise.probe_result import ProbeResult  # noqa: E402  (the probe: appended, apart from the callback)
+
+
+def probe(trainer: Trainer, candidates: dict[str, list[Any]] | list[dict[str, Any]], *, steps: int = 40,
+          options: Options | None = None) -> ProbeResult:
+    """Train each candidate ``TrainingArguments`` change for ``steps`` steps and project the trainer's
+    planned run with it (``max_steps``, else ``num_train_epochs``; evaluation passes included).
+
+    Example: ``print(probe(trainer, {"per_device_train_batch_size": [8, 16, 32], "bf16": [False, True]},
+    steps=40))``. ``options``: ``wattwise.options.Options`` (location, sources, ``output_dir``...);
+    ``probe.json`` and ``probe.png`` go to ``<output_dir>/wattwise/`` (the trainer's, by default). The
+    trainer, its model and arguments and the random state are left as they were
+    (``wattwise/integrations/transformers_probe.py`` says how).
+    """
+    from wattwise.integrations.transformers_probe import probe_trainer
+
+    return probe_trainer(trainer, candidates, steps=steps, options=options)
