@@ -5,7 +5,11 @@
 - ``PowercapTree``: a ``/sys/class/powercap`` tree with the real sysfs layout (zones are
   directories under ``devices/virtual/powercap`` with top-level symlinks, sub-zones nested);
 - ``FakeClock`` and ``SteadySource``: time that moves when a test says so, and a source of our own
-  interface drawing constant power, for exact arithmetic.
+  interface drawing constant power, for exact arithmetic;
+- ``on_clock`` and ``steady_sources``: an integration's ``EnergyCallback`` whose runs read a
+  ``FakeClock`` (and sources that draw constant power on it), so that windows close at step counts
+  the test chooses, never at the machine's speed: a test advances the clock from a framework
+  callback (or a trainer's step) as each batch runs.
 """
 
 from __future__ import annotations
@@ -51,6 +55,27 @@ class SteadySource:
 
     def close(self):
         pass
+
+
+def on_clock(callback, clock: FakeClock, framework: str):
+    """``callback`` (any integration's ``EnergyCallback``, just constructed) with its runs on ``clock``;
+    ``callback.clock`` is that clock, for the test to advance. Returns the callback."""
+    from wattwise.runs import RunSeries
+
+    callback.runs = RunSeries(callback, framework=framework, clock=clock)
+    callback.clock = clock
+    return callback
+
+
+def steady_sources(watts: dict[str, float], clock: FakeClock):
+    """A stand-in for ``wattwise.sources.open_sources`` (monkeypatch it): every run draws ``watts`` on
+    ``clock``, so a run's energy is exactly power x the time the test moved the clock by."""
+    from wattwise.sources import OpenedSources
+
+    def open_sources(names, **kwargs):
+        return OpenedSources([SteadySource(watts, clock)])
+
+    return open_sources
 
 
 # ---- a fake RAPL tree ----------------------------------------------------------------------------

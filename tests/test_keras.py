@@ -2,6 +2,12 @@
 
 The tests run on the torch backend (conftest sets KERAS_BACKEND); one test repeats a run on every
 other installed backend in a subprocess, since Keras fixes its backend at import.
+
+Tests whose outcome hangs on when windows close (batch-level figures, window counts, budgets) or on
+energy ratios run on the ``steady`` fixture's fake clock, which every batch moves by ``TICK_S``
+(``Tick``, added by ``fit``), with the sources replaced by constant power on that clock: windows close
+at batch counts and the energies are exact, whatever the machine's speed or load. The others use
+the real clock and sources, and assert nothing that depends on how fast the steps run.
 """
 
 from __future__ import annotations
@@ -13,12 +19,13 @@ import os
 import subprocess
 import sys
 import textwrap
-import time
 
 import keras
 import numpy as np
 import pytest
+from fakes import FakeClock, on_clock, steady_sources
 
+import wattwise.sources
 from wattwise.integrations.keras import EnergyCallback
 
 KEYS = ("energy/step_j", "energy/power_w", "energy/total_kwh", "carbon/total_kg")
@@ -28,21 +35,43 @@ needs_tensorflow = pytest.mark.skipif(
 )
 
 
-class Pace(keras.callbacks.Callback):
-    """Makes every batch last a few milliseconds, so that windows of ``window_s`` hold several batches."""
+TICK_S = 0.25  # fake seconds per batch; binary fractions, so window boundaries fall exactly on batches
+WINDOW_S = 1.0  # a window closes every 4 batches
+STEADY_W = 10.0  # the power of the ``steady`` sources: 2.5 J a batch
 
-    def __init__(self, seconds: float = 0.004) -> None:
+
+class Tick(keras.callbacks.Callback):
+    """Every batch (training, evaluation, prediction) lasts ``seconds`` on ``clock``: windows of
+    ``window_s`` hold a known number of batches, however fast or slow the machine runs them."""
+
+    def __init__(self, clock: FakeClock, seconds: float = TICK_S) -> None:
         super().__init__()
+        self.clock = clock
         self.seconds = seconds
 
-    def on_train_batch_end(self, batch, logs=None):
-        time.sleep(self.seconds)
+    def on_train_batch_begin(self, batch, logs=None):
+        self.clock.now += self.seconds
 
-    def on_test_batch_end(self, batch, logs=None):
-        time.sleep(self.seconds)
+    def on_test_batch_begin(self, batch, logs=None):
+        self.clock.now += self.seconds
 
-    def on_predict_batch_end(self, batch, logs=None):
-        time.sleep(self.seconds)
+    def on_predict_batch_begin(self, batch, logs=None):
+        self.clock.now += self.seconds
+
+
+def ticks(callbacks) -> list[Tick]:
+    """One ``Tick`` per fake clock of the callbacks (those made by ``energy``)."""
+    clocks = {id(c.clock): c.clock for c in callbacks if isinstance(getattr(c, "clock", None), FakeClock)}
+    return [Tick(clock) for clock in clocks.values()]
+
+
+@pytest.fixture
+def steady(monkeypatch) -> FakeClock:
+    """Every source replaced by a constant STEADY_W on a fake clock (pass it to ``energy``): a run's
+    energy is then exactly STEADY_W x TICK_S per batch."""
+    clock = FakeClock()
+    monkeypatch.setattr(wattwise.sources, "open_sources", steady_sources({"cpu": STEADY_W}, clock))
+    return clock
 
 
 class BatchRecorder(keras.callbacks.Callback):
@@ -70,19 +99,22 @@ def tiny_model() -> keras.Model:
     return model
 
 
-def energy(tmp_path, **options) -> EnergyCallback:
+def energy(tmp_path, *, clock: FakeClock | None = None, **options) -> EnergyCallback:
+    """A callback on the real clock, or with its runs on ``clock`` (the ``steady`` fixture's)."""
     options.setdefault("sources", ("cpu", "ram"))
     options.setdefault("country_iso_code", "FRA")
-    options.setdefault("window_s", 0.02)
+    options.setdefault("window_s", WINDOW_S)
     options.setdefault("output_dir", str(tmp_path / "out"))
-    return EnergyCallback(**options)
+    callback = EnergyCallback(**options)
+    return callback if clock is None else on_clock(callback, clock, "keras")
 
 
 def fit(model, callbacks, *, n=40, epochs=3, validation_split=0.25, verbose=0, **options):
+    """``model.fit`` with 8-sample batches, each lasting TICK_S on the callbacks' fake clocks (if any)."""
     x, y = data(n)
     return model.fit(
         x, y, batch_size=8, epochs=epochs, validation_split=validation_split,
-        callbacks=[*callbacks, Pace()], verbose=verbose, **options,
+        callbacks=[*callbacks, *ticks(callbacks)], verbose=verbose, **options,
     )
 
 
@@ -100,29 +132,27 @@ def tensorboard_scalars(log_dir) -> dict[str, list[tuple[int, float]]]:
     }
 
 
-def test_epoch_metrics_are_in_the_history(tmp_path):
-    # RAM energy grows smoothly with time; the CPU estimate moves in ticks of CPU time (10 ms, 0.04 J)
-    callback = energy(tmp_path, sources=("ram",))
-    history = fit(tiny_model(), [callback], n=80)  # 60 samples to train (8 batches), 20 to validate
+def test_epoch_metrics_are_in_the_history(tmp_path, steady):
+    callback = energy(tmp_path, clock=steady)
+    history = fit(tiny_model(), [callback], n=80)  # 60 samples to train (8 batches), 20 to validate (3)
     for key in (*KEYS, "energy/eval_j"):
         assert len(history.history[key]) == 3, key
-        assert all(value > 0 for value in history.history[key]), key
-    totals = history.history["energy/total_kwh"]
-    assert totals == sorted(totals)
-    assert totals[-1] <= callback.report.energy_kwh < 1.5 * totals[-1]
-    assert history.history["carbon/total_kg"][-1] == pytest.approx(totals[-1] * callback.report.carbon["g_per_kwh"] / 1000)
-    # the epoch's mean joules per step: the train phase's energy over its steps, summed over the epochs
-    train = callback.report.by_phase["train"]
-    per_epoch_j = sum(step_j * 8 for step_j in history.history["energy/step_j"])
-    assert per_epoch_j == pytest.approx(train.energy_j, rel=0.05)
-    # (the moments between a pass's end and the epoch's end join the pass's last window, in the report)
-    eval_j = sum(history.history["energy/eval_j"])
-    assert eval_j <= callback.report.by_phase["eval"].energy_j
-    assert eval_j == pytest.approx(callback.report.by_phase["eval"].energy_j, rel=0.1)
+    # an epoch: 8 training batches of 2.5 J, then a validation pass of 3 batches (7.5 J), 2.75 s in all
+    assert history.history["energy/step_j"] == pytest.approx([2.5] * 3)
+    assert history.history["energy/power_w"] == pytest.approx([STEADY_W] * 3)  # over the epoch, validation included
+    assert history.history["energy/eval_j"] == pytest.approx([7.5] * 3)
+    totals_j = [kwh * 3.6e6 for kwh in history.history["energy/total_kwh"]]
+    assert totals_j == pytest.approx([27.5, 55.0, 82.5])
+    report = callback.report
+    assert report.energy_j == pytest.approx(82.5) and report.energy_kwh == pytest.approx(history.history["energy/total_kwh"][-1])
+    assert history.history["carbon/total_kg"][-1] == pytest.approx(report.energy_kwh * report.carbon["g_per_kwh"] / 1000)
+    # the epochs' joules per step over their steps are the train phase's energy; their passes, the eval phase's
+    assert sum(step_j * 8 for step_j in history.history["energy/step_j"]) == pytest.approx(report.by_phase["train"].energy_j)
+    assert sum(history.history["energy/eval_j"]) == pytest.approx(report.by_phase["eval"].energy_j)
 
 
-def test_batch_logs_carry_the_metrics_recomputed_only_at_window_boundaries(tmp_path, capsys):
-    callback = energy(tmp_path)
+def test_batch_logs_carry_the_metrics_recomputed_only_at_window_boundaries(tmp_path, capsys, steady):
+    callback = energy(tmp_path, clock=steady)
     calls = []
     log_metrics = callback.runs.run.metrics
 
@@ -136,14 +166,15 @@ def test_batch_logs_carry_the_metrics_recomputed_only_at_window_boundaries(tmp_p
     batches = len(after.logs)
     assert batches == 40
     first = next(i for i, logs in enumerate(after.logs) if all(key in logs for key in KEYS))
-    assert first < batches / 2
+    assert first == 3  # the first window closes at the end of the 4th batch (4 x TICK_S = WINDOW_S)
     with_keys = after.logs[first:]  # from the first window boundary on, every batch shows the keys
     assert all(key in logs for logs in with_keys for key in KEYS)
     assert before.logs == after.logs  # moved to the front: callbacks listed before it see the keys too
-    assert all(logs["energy/step_j"] > 0 and logs["energy/power_w"] > 0 for logs in with_keys)
-    # one recomputation per window (~5 batches of 4 ms) plus one per epoch end, not one per batch
-    assert 2 < len(calls) < batches / 2
-    assert len({logs["energy/total_kwh"] for logs in with_keys}) <= len(calls)  # reused in between
+    assert all(logs["energy/step_j"] == pytest.approx(2.5) and logs["energy/power_w"] == pytest.approx(STEADY_W)
+               for logs in with_keys)
+    # one recomputation per window (4 batches) plus one per epoch end, not one per batch
+    assert len(calls) == batches // 4 + 2
+    assert len({logs["energy/total_kwh"] for logs in with_keys}) == batches // 4  # reused in between
     assert "energy/step_j:" in capsys.readouterr().out  # the progress bar shows them
     # by the last epoch the forecaster has steady windows: the projection of the planned fit
     history = callback.model.history.history
@@ -154,8 +185,8 @@ def test_batch_logs_carry_the_metrics_recomputed_only_at_window_boundaries(tmp_p
 
 @needs_tensorflow
 @pytest.mark.parametrize("tensorboard_first", [True, False], ids=["tensorboard-first", "energy-first"])
-def test_epoch_metrics_reach_tensorboard_whatever_the_callback_order(tmp_path, tensorboard_first):
-    callback = energy(tmp_path)
+def test_epoch_metrics_reach_tensorboard_whatever_the_callback_order(tmp_path, tensorboard_first, steady):
+    callback = energy(tmp_path, clock=steady)  # a window closes at the 4th and last batch of each epoch
     board = keras.callbacks.TensorBoard(str(tmp_path / "tb"), update_freq=1)
     fit(tiny_model(), [board, callback] if tensorboard_first else [callback, board])
     train = tensorboard_scalars(tmp_path / "tb" / "train")
@@ -164,7 +195,8 @@ def test_epoch_metrics_reach_tensorboard_whatever_the_callback_order(tmp_path, t
         assert [step for step, _ in train[f"epoch_{key}"]] == [0, 1, 2], key
         assert [value for _, value in train[f"epoch_{key}"]] == pytest.approx(history[key], rel=1e-6), key
     for key in KEYS:
-        assert train[f"batch_{key}"], key
+        # from the first window's batch (the 4th) on, every batch carries the keys, refreshed or reused
+        assert [step for step, _ in train[f"batch_{key}"]] == list(range(4, 13)), key
     validation = tensorboard_scalars(tmp_path / "tb" / "validation")
     eval_j = [value for _, value in validation["evaluation_energy/eval_j_vs_iterations"]]
     assert eval_j == pytest.approx(history["energy/eval_j"], rel=1e-6)
@@ -175,8 +207,8 @@ def test_validation_evaluate_and_predict_are_measured_apart_from_training(tmp_pa
     model = tiny_model()
     fit(model, [callback])  # 40 samples: 30 to train (4 batches, the last of 6), 10 to validate (2 batches)
     x, y = data(20, seed=1)
-    results = model.evaluate(x, y, batch_size=8, callbacks=[callback, Pace()], verbose=0, return_dict=True)
-    predictions = model.predict(x, batch_size=8, callbacks=[callback, Pace()], verbose=0)
+    results = model.evaluate(x, y, batch_size=8, callbacks=[callback], verbose=0, return_dict=True)
+    predictions = model.predict(x, batch_size=8, callbacks=[callback], verbose=0)
     assert predictions.shape == (20, 1) and "loss" in results
     fitted, evaluated, predicted = callback.reports
     assert fitted.framework == "keras" and not fitted.partial
@@ -186,6 +218,7 @@ def test_validation_evaluate_and_predict_are_measured_apart_from_training(tmp_pa
     assert train.energy_j > 0 and val.energy_j > 0
     assert fitted.energy_j == pytest.approx(train.energy_j + val.energy_j, rel=1e-9)
     assert fitted.train_steps == 12 and fitted.planned_steps == 12
+    assert fitted.by_component["cpu"].measured is False  # the real sources: estimates
     assert list(evaluated.by_phase) == ["eval"] and evaluated.train_steps == 0
     assert (evaluated.by_phase["eval"].steps, evaluated.by_phase["eval"].samples) == (3, 20)
     assert evaluated.by_phase["eval"].energy_j == pytest.approx(evaluated.energy_j, rel=1e-9) and evaluated.energy_j > 0
@@ -210,23 +243,25 @@ def test_evaluate_and_predict_alone_produce_reports(tmp_path):
     assert (tmp_path / "predict-only" / "wattwise" / "steps.csv").exists()
 
 
-def test_window_energies_in_steps_csv_sum_to_the_report_and_files_are_written(tmp_path):
-    callback = energy(tmp_path)
-    fit(tiny_model(), [callback], n=80)
+def test_window_energies_in_steps_csv_sum_to_the_report_and_files_are_written(tmp_path, steady):
+    callback = energy(tmp_path, clock=steady)
+    fit(tiny_model(), [callback], n=80)  # 8 training batches and 3 validation batches an epoch
     out = tmp_path / "out" / "wattwise"
     with open(out / "steps.csv") as f:
         rows = list(csv.DictReader(f))
     report = callback.report
-    assert len(rows) > 3
-    assert sum(float(r["energy_j"]) for r in rows) == pytest.approx(report.energy_j, rel=1e-3)
-    assert sum(float(r["step_j"]) * int(r["steps"]) for r in rows) == pytest.approx(report.energy_j, rel=1e-3)
+    # per epoch: two windows of 4 training batches (WINDOW_S each), then the validation pass
+    assert [(r["phase"], int(r["steps"])) for r in rows] == [("train", 4), ("train", 4), ("eval", 3)] * 3
+    assert [float(r["energy_j"]) for r in rows] == pytest.approx([10.0, 10.0, 7.5] * 3)
+    assert report.energy_j == pytest.approx(82.5)
+    assert sum(float(r["energy_j"]) for r in rows) == pytest.approx(report.energy_j, rel=1e-9)
+    assert sum(float(r["step_j"]) * int(r["steps"]) for r in rows) == pytest.approx(report.energy_j, rel=1e-9)
     for phase in ("train", "eval"):
         rows_j = sum(float(r["energy_j"]) for r in rows if r["phase"] == phase)
-        assert rows_j == pytest.approx(report.by_phase[phase].energy_j, rel=1e-3), phase
-    assert sum(int(r["steps"]) for r in rows if r["phase"] == "train") == 24
+        assert rows_j == pytest.approx(report.by_phase[phase].energy_j, rel=1e-9), phase
     data_ = json.loads((out / "report.json").read_text())
     assert data_["framework"] == "keras" and data_["train_steps"] == 24 and data_["planned_steps"] == 24
-    assert data_["by_component"]["cpu"]["measured"] is False
+    assert data_["energy_j"] == pytest.approx(82.5)
     with open(out / "emissions.csv") as f:
         row = next(csv.DictReader(f))
     assert float(row["energy_consumed"]) == pytest.approx(report.energy_kwh)
@@ -235,7 +270,7 @@ def test_window_energies_in_steps_csv_sum_to_the_report_and_files_are_written(tm
 
 def test_output_dir_defaults_to_the_current_directory(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    callback = EnergyCallback(sources=("cpu",), window_s=0.02, print_summary=False)
+    callback = EnergyCallback(sources=("cpu",), print_summary=False)
     fit(tiny_model(), [callback], epochs=1)
     assert (tmp_path / "wattwise" / "report.json").exists()
 
@@ -267,7 +302,7 @@ def test_bad_arguments_raise_at_construction_naming_the_argument(options, named)
 
 
 def test_a_failing_hook_is_reported_once_and_training_goes_on(tmp_path, caplog):
-    callback = energy(tmp_path, window_s=1e-9)  # every step closes a window: both hooks log
+    callback = energy(tmp_path, window_s=1e-9)  # every step closes a window (a step takes > 1 ns): both hooks log
 
     def explode(*args, **kwargs):
         raise ZeroDivisionError("bug in wattwise")
@@ -377,9 +412,10 @@ def test_the_callback_runs_unchanged_on_another_backend(tmp_path, backend):
     assert (tmp_path / "out" / "wattwise" / "steps.csv").exists()
 
 
-def test_a_budget_stop_ends_training_through_the_model(tmp_path):
-    callback = energy(tmp_path, budget_kwh=1e-12, on_budget="stop", window_s=1e-9)  # spent at the first window
+def test_a_budget_stop_ends_training_through_the_model(tmp_path, steady):
+    # 6 J: spent at the window that closes at the end of the 3rd batch (2.5 J a batch, a window a batch)
+    callback = energy(tmp_path, clock=steady, budget_kwh=6.0 / 3.6e6, on_budget="stop", window_s=TICK_S)
     history = fit(tiny_model(), [callback], epochs=3)
     report = callback.report
-    assert len(history.history["loss"]) == 1 and report.train_steps < 12
-    assert report.budget["stopped_at_step"] is not None
+    assert len(history.history["loss"]) == 1 and report.train_steps == 3
+    assert report.budget["stopped_at_step"] == 3

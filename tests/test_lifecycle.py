@@ -13,11 +13,10 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
-from fakes import FakeClock
+from fakes import FakeClock, on_clock, steady_sources
 
 import wattwise
 from wattwise.config import Config
@@ -338,40 +337,35 @@ def test_hf_a_train_that_raises_is_finished_at_once_as_partial(tmp_path):
 # ---- Keras: an exception caught by the user -----------------------------------------------------------
 
 
-def test_keras_a_fit_that_raises_is_charged_nothing_after_the_exception(tmp_path):
+def test_keras_a_fit_that_raises_is_charged_nothing_after_the_exception(tmp_path, monkeypatch):
     import keras
-    from test_keras import data, tiny_model
+    from test_keras import TICK_S, Tick, data, tiny_model
 
+    import wattwise.sources
     from wattwise.integrations.keras import EnergyCallback
 
     class Crash(keras.callbacks.Callback):
-        began = raised = None
-
-        def on_train_begin(self, logs=None):
-            self.began = time.monotonic()
-
         def on_train_batch_end(self, batch, logs=None):
             if batch == 2:  # the third training step
-                self.raised = time.monotonic()
                 raise RuntimeError("training blew up")
 
-    callback = EnergyCallback(country_iso_code="FRA", sources=("cpu", "ram"), window_s=1e-6, print_summary=False,
-                              output_dir=str(tmp_path / "out"))
-    crash = Crash()
+    clock = FakeClock()  # every batch lasts TICK_S on it (Tick); the sources draw 10 W on it
+    monkeypatch.setattr(wattwise.sources, "open_sources", steady_sources({"cpu": 10.0}, clock))
+    callback = on_clock(EnergyCallback(country_iso_code="FRA", window_s=TICK_S, print_summary=False,
+                                       output_dir=str(tmp_path / "out")), clock, "keras")
     model = tiny_model()
     x, y = data(80)
-    before_fit = time.monotonic()
     try:
-        model.fit(x, y, batch_size=8, epochs=20, callbacks=[callback, crash], verbose=0)
+        model.fit(x, y, batch_size=8, epochs=20, callbacks=[callback, Tick(clock), Crash()], verbose=0)
     except RuntimeError:
-        time.sleep(0.3)  # work after the exception, while the failed fit's objects are still alive
+        clock.now += 100.0  # work after the exception, while the failed fit's objects are still alive
     gc.collect()
     report = callback.report
     assert report is not None and report.partial and report.train_steps == 3
-    assert before_fit <= crash.began <= crash.raised
-    # EnergyCallback moves itself to the front of Keras's CallbackList, so the run's first reading precedes
-    # Crash.on_train_begin: the bound is the time from just before fit() to the raise
-    assert 0 < report.duration_s <= crash.raised - before_fit
+    # EnergyCallback moves itself to the front of Keras's CallbackList, so it read the counters at the end
+    # of the third step, before Crash raised: the run ends there, and the 100 s after are not charged
+    assert report.duration_s == pytest.approx(3 * TICK_S)
+    assert report.energy_j == pytest.approx(10.0 * 3 * TICK_S)
     assert read_json(tmp_path / "out" / "wattwise" / "report.json")["partial"] is True
     (row,) = registry_rows()
     assert row.partial is True and row.run_id == report.run_id

@@ -1,6 +1,12 @@
 """The Lightning EnergyCallback, through real Trainer runs of a tiny linear model on the CPU.
 
 Both namespaces are exercised: ``lightning.pytorch`` (the default here) and ``pytorch_lightning``.
+
+Tests whose outcome hangs on when windows close or on exact energies run on the ``steady_power``
+fixture's fake clock, which every batch moves by ``TICK_S`` (a ``Tick`` callback, added by
+``make_trainer``), with the sources replaced by constant power on that clock: whatever the machine's
+speed or load, windows close at batch counts and a phase's energy is exactly power x its batches.
+The others use the real clock and sources and assert nothing that depends on how fast steps run.
 """
 
 from __future__ import annotations
@@ -13,16 +19,18 @@ import sys
 
 import pytest
 import torch
+from fakes import FakeClock, on_clock, steady_sources
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from torch.utils.data import DataLoader, TensorDataset
 
 import wattwise.sources
 from wattwise.integrations import lightning as integration
 from wattwise.integrations.lightning import EnergyCallback
-from wattwise.sources import OpenedSources
 
 KEYS = ("energy/step_j", "energy/power_w", "energy/total_kwh", "carbon/total_kg")
 LIGHTNING = importlib.import_module("lightning.pytorch")
+TICK_S = 0.25  # fake seconds per batch (a binary fraction: window boundaries fall exactly on batches)
+STEADY_W = 100.0  # the ``steady_power`` sources: 25 J a batch
 
 
 def tiny_module(pl, *, fail_at_step: int | None = None):
@@ -66,7 +74,24 @@ def loader(n: int, seed: int = 0, batch_size: int = 8) -> DataLoader:
     return DataLoader(dataset, batch_size=batch_size)
 
 
+def tick(pl, clock: FakeClock, seconds: float = TICK_S):
+    """A callback of namespace ``pl`` making every batch (training, validation, test, predict) last
+    ``seconds`` on ``clock``."""
+
+    class Tick(pl.Callback):
+        def advance(self, *args, **kwargs) -> None:
+            clock.now += seconds
+
+        on_train_batch_start = on_validation_batch_start = on_test_batch_start = on_predict_batch_start = advance
+
+    return Tick()
+
+
 def make_trainer(pl, tmp_path, callbacks, **overrides):
+    """A CPU trainer; every batch lasts TICK_S on the fake clock of each callback in a list that has one."""
+    if isinstance(callbacks, list):
+        clocks = {id(c.clock): c.clock for c in callbacks if isinstance(getattr(c, "clock", None), FakeClock)}
+        callbacks = [*callbacks, *(tick(pl, clock) for clock in clocks.values())]
     settings = dict(
         accelerator="cpu",
         devices=1,
@@ -82,24 +107,23 @@ def make_trainer(pl, tmp_path, callbacks, **overrides):
     return pl.Trainer(callbacks=callbacks, **settings)
 
 
-def energy(**options) -> EnergyCallback:
+def energy(*, clock: FakeClock | None = None, **options) -> EnergyCallback:
+    """A callback on the real clock, or with its runs on ``clock`` (the ``steady_power`` fixture's)."""
     options.setdefault("sources", ("cpu", "ram"))
     options.setdefault("country_iso_code", "FRA")
     options.setdefault("window_s", 0.05)
     options.setdefault("print_summary", False)
-    return EnergyCallback(**options)
+    callback = EnergyCallback(**options)
+    return callback if clock is None else on_clock(callback, clock, "lightning")
 
 
 @pytest.fixture
-def steady_power(monkeypatch, steady_source):
-    """Replace the real sources by one drawing a constant 100 W: energy = 100 W x time (the meter and the
-    source read their clocks microseconds apart, hence the 1e-3 tolerance)."""
-
-    def fake_open(names, **kwargs):
-        return OpenedSources(sources=[steady_source({"gpu:0": 100.0})])
-
-    monkeypatch.setattr(wattwise.sources, "open_sources", fake_open)
-    return 100.0
+def steady_power(monkeypatch) -> FakeClock:
+    """Every source replaced by one drawing a constant STEADY_W on a fake clock (pass it to ``energy``):
+    the meter and the source read the same clock, so energy = STEADY_W x TICK_S per batch, exactly."""
+    clock = FakeClock()
+    monkeypatch.setattr(wattwise.sources, "open_sources", steady_sources({"gpu:0": STEADY_W}, clock))
+    return clock
 
 
 def read_rows(path) -> list[dict[str, str]]:
@@ -163,7 +187,7 @@ def test_metrics_reach_tensorboard_event_files(tmp_path):
 def test_validation_test_and_predict_are_measured_apart_from_training(tmp_path, steady_power):
     from lightning.pytorch.loggers import CSVLogger
 
-    callback = energy()
+    callback = energy(clock=steady_power)
     logger = CSVLogger(str(tmp_path / "logs"))
     trainer = make_trainer(LIGHTNING, tmp_path, [callback], logger=logger, max_epochs=2, max_steps=-1)
     model = tiny_module(LIGHTNING)
@@ -177,24 +201,25 @@ def test_validation_test_and_predict_are_measured_apart_from_training(tmp_path, 
     train, evaluation = fit.by_phase["train"], fit.by_phase["eval"]
     assert (train.steps, train.samples) == (8, 64)
     assert (evaluation.passes, evaluation.steps, evaluation.samples) == (3, 6, 48)  # sanity check + 2 epochs
-    for phase in (train, evaluation):
-        assert phase.energy_j == pytest.approx(steady_power * phase.duration_s, rel=1e-3)  # clocks read µs apart
-        assert phase.energy_j > 0
+    for phase in (train, evaluation):  # every batch lasts TICK_S: the phase's energy is exactly its batches'
+        assert phase.duration_s == pytest.approx(TICK_S * phase.steps)
+        assert phase.energy_j == pytest.approx(STEADY_W * TICK_S * phase.steps)
     assert fit.energy_j == pytest.approx(train.energy_j + evaluation.energy_j, rel=1e-9)
 
     assert (test.by_phase["test"].steps, test.by_phase["test"].samples, test.by_phase["test"].passes) == (3, 24, 1)
     assert (predict.by_phase["predict"].steps, predict.by_phase["predict"].samples) == (5, 40)
     for report, phase in ((test, "test"), (predict, "predict")):
         assert report.train_steps == 0 and list(report.by_phase) == [phase]
-        assert report.energy_j == pytest.approx(report.by_phase[phase].energy_j, rel=1e-9) and report.energy_j > 0
-    assert 0 < test_metrics["energy/test_j"] <= test.by_phase["test"].energy_j * 1.0001
+        assert report.energy_j == pytest.approx(report.by_phase[phase].energy_j, rel=1e-9)
+        assert report.energy_j == pytest.approx(STEADY_W * TICK_S * report.by_phase[phase].steps)
+    assert test_metrics["energy/test_j"] == pytest.approx(test.by_phase["test"].energy_j)
 
     # one report per trainer call, none overwriting another
     run_dir = tmp_path / "logs" / "lightning_logs" / "version_0"
     for path, report in ((run_dir, fit), (run_dir / "test", test), (run_dir / "predict", predict)):
         assert json.loads((path / "wattwise" / "report.json").read_text())["run_id"] == report.run_id
     test_rows = [r for r in read_rows(run_dir / "metrics.csv") if r.get("energy/test_j")]
-    assert len(test_rows) == 1 and float(test_rows[0]["energy/total_kwh"]) > 0
+    assert len(test_rows) == 1 and float(test_rows[0]["energy/total_kwh"]) == pytest.approx(test.energy_kwh)
 
 
 def test_standalone_validate_writes_its_report_under_default_root_dir(tmp_path):
@@ -210,19 +235,21 @@ def test_standalone_validate_writes_its_report_under_default_root_dir(tmp_path):
 
 
 def test_window_energies_in_steps_csv_sum_to_the_report(tmp_path, steady_power):
-    callback = energy(window_s=0.001)
+    callback = energy(clock=steady_power, window_s=2 * TICK_S)  # a window every 2 batches
     trainer = make_trainer(LIGHTNING, tmp_path, [callback], max_steps=12, val_check_interval=4)
     trainer.fit(tiny_module(LIGHTNING), loader(96), loader(16, seed=1))
     report = callback.report
     out = tmp_path / "wattwise"
     rows = read_rows(out / "steps.csv")
-    assert len(rows) > 5
+    # a sanity check of 2 batches, then 4 steps and a validation pass of 2 batches, three times over
+    assert [(r["phase"], int(r["steps"])) for r in rows] == [("eval", 2)] + [("train", 2), ("train", 2), ("eval", 2)] * 3
+    assert [float(r["energy_j"]) for r in rows] == pytest.approx([2 * STEADY_W * TICK_S] * len(rows))
     assert all(int(r["steps"]) > 0 for r in rows)  # every joule belongs to a step
-    assert sum(float(r["energy_j"]) for r in rows) == pytest.approx(report.energy_j, rel=1e-3)
+    assert sum(float(r["energy_j"]) for r in rows) == pytest.approx(report.energy_j, rel=1e-9)
     for phase in ("train", "eval"):
         phase_rows = [r for r in rows if r["phase"] == phase]
         assert sum(float(r["step_j"]) * int(r["steps"]) for r in phase_rows) == pytest.approx(
-            report.by_phase[phase].energy_j, rel=1e-3
+            report.by_phase[phase].energy_j, rel=1e-9
         )
     assert report.by_phase["eval"].passes == 4  # sanity check + after steps 4, 8, 12
     assert float(read_rows(out / "emissions.csv")[0]["energy_consumed"]) == pytest.approx(report.energy_kwh)
@@ -370,10 +397,11 @@ def test_bases_follow_what_is_installed(monkeypatch):
         integration._callback_bases()
 
 
-def test_a_budget_stop_ends_training_through_the_trainer(tmp_path):
-    callback = energy(budget_kwh=1e-12, on_budget="stop")  # spent at the first window
-    trainer = make_trainer(LIGHTNING, tmp_path, callback, max_steps=8)
+def test_a_budget_stop_ends_training_through_the_trainer(tmp_path, steady_power):
+    # 60 J: spent by the window that closes at step 3 (25 J a step, a window a step)
+    callback = energy(clock=steady_power, budget_kwh=60.0 / 3.6e6, on_budget="stop", window_s=TICK_S)
+    trainer = make_trainer(LIGHTNING, tmp_path, [callback], max_steps=8)
     trainer.fit(tiny_module(LIGHTNING), loader(64))
     report = callback.report
-    assert trainer.global_step < 8
+    assert trainer.global_step == 3
     assert report.budget["stopped_at_step"] == trainer.global_step == report.train_steps

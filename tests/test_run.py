@@ -186,7 +186,7 @@ def test_set_up_before_the_first_step_goes_to_the_first_step_whatever_its_phase(
 def test_a_session_can_start_in_another_phase(tmp_path, steady_source):
     clock = FakeClock()
     session = Run.from_config(Config.from_kwargs(print_summary=False, carbon_intensity_g_per_kwh=1.0), "test", clock=clock)
-    session.start(output_dir=tmp_path, phase="test", meter=EnergyMeter([steady_source({"cpu": 1.0}, clock)]))
+    session.start(output_dir=tmp_path, phase="test", meter=EnergyMeter([steady_source({"cpu": 1.0}, clock)], clock=clock))
     for _ in range(3):
         clock.now += 1.0
         session.step()
@@ -247,7 +247,8 @@ def test_report_json_round_trips_and_emissions_csv_has_codecarbon_columns(tmp_pa
 def test_finish_is_idempotent_and_files_only_on_the_main_process(tmp_path, steady_source):
     clock = FakeClock()
     session = Run.from_config(Config.from_kwargs(print_summary=False, carbon_intensity_g_per_kwh=1.0), "test", clock=clock)
-    session.start(output_dir=tmp_path, is_main_process=False, meter=EnergyMeter([steady_source({"cpu": 1.0}, clock)]))
+    session.start(output_dir=tmp_path, is_main_process=False,
+                  meter=EnergyMeter([steady_source({"cpu": 1.0}, clock)], clock=clock))
     clock.now += 1
     session.step()
     first = session.finish()
@@ -259,7 +260,7 @@ def test_no_location_warns_once_with_the_world_average(tmp_path, steady_source, 
     clock = FakeClock()
     session = Run.from_config(Config.from_kwargs(print_summary=False), "test", clock=clock)
     with caplog.at_level("WARNING", logger="wattwise"):
-        session.start(output_dir=tmp_path, meter=EnergyMeter([steady_source({"cpu": 1.0}, clock)]))
+        session.start(output_dir=tmp_path, meter=EnergyMeter([steady_source({"cpu": 1.0}, clock)], clock=clock))
         session.finish()
     warnings = [r for r in caplog.records if "world average" in r.getMessage()]
     assert len(warnings) == 1

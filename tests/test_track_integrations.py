@@ -77,7 +77,10 @@ def test_track_under_torchrun_sums_the_ranks_and_writes_one_report(tmp_path, pri
     assert a["energy_j"] == pytest.approx(b["energy_j"], rel=1e-9)
     assert len(a["ranks"]) == 2 and [r["rank"] for r in a["ranks"]] == [0, 1]
     assert a["energy_j"] == pytest.approx(sum(r["energy_j"] for r in a["ranks"]), rel=1e-6)
-    assert a["energy_j"] > 0  # the CPU estimate over real work
+    # each rank's own CPU estimate, kept apart by rank; its size is not asserted: it moves in 10 ms ticks of
+    # CPU time, which a run this short crosses or not depending on the machine's speed (even 0 J is right)
+    assert set(a["by_component"]) == {"cpu (rank 0)", "cpu (rank 1)"}
+    assert all(c["source"] == "cpu-time x TDP" and c["energy_j"] >= 0 for c in a["by_component"].values())
     assert a["train_steps"] == b["train_steps"] == steps  # the ranks' steps are one run's steps, not added
     assert rank0["is_main_process"] and not rank1["is_main_process"]
     assert [m["step"] for m in rank0["metrics"]] == [5, 10, 15, 20]

@@ -1,15 +1,22 @@
-"""The Hugging Face EnergyCallback, through real Trainer runs of a tiny GPT-2 built from a config."""
+"""The Hugging Face EnergyCallback, through real Trainer runs of a tiny GPT-2 built from a config.
+
+Tests whose outcome hangs on when windows close or on energy ratios run on the ``steady`` fixture's
+fake clock, with the sources replaced by constant power on it; ``run`` then uses a ``Ticking``
+trainer, whose every training step and evaluation batch lasts ``STEP_S`` on that clock and whose
+evaluations take ``EVAL_SETUP_S`` to set up: the energies are exact, whatever the machine's speed or
+load. The others use the real clock and sources and assert nothing that depends on how fast steps run.
+"""
 
 from __future__ import annotations
 
 import csv
 import json
 import socket
-import time
 
 import pytest
 import torch
 from datasets import Dataset
+from fakes import FakeClock, on_clock, steady_sources
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from transformers import GPT2Config, GPT2LMHeadModel, Trainer, TrainerCallback, TrainingArguments
 
@@ -20,11 +27,43 @@ from wattwise.sources.model import CpuTimeSource
 
 VOCAB = 64
 KEYS = ("energy/step_j", "energy/power_w", "energy/total_kwh", "carbon/total_kg")
+STEP_S = 0.25  # fake seconds per training step and per evaluation batch (``Ticking``)
+EVAL_SETUP_S = 1.0  # fake seconds from an evaluation's start to its first batch
+STEADY_W = 100.0  # the ``steady`` sources: 25 J a step or batch, 100 J an evaluation's set-up
 
 
 def tokens(n: int, seed: int) -> Dataset:
     ids = torch.randint(0, VOCAB, (n, 16), generator=torch.Generator().manual_seed(seed))
     return Dataset.from_dict({"input_ids": ids.tolist(), "labels": ids.tolist()})
+
+
+class Ticking(Trainer):
+    """A Trainer on a fake clock: each training step and evaluation batch lasts STEP_S, and each
+    evaluation spends EVAL_SETUP_S before its first batch (building its DataLoader, say)."""
+
+    def __init__(self, *args, clock: FakeClock, **kwargs) -> None:
+        self.fake_clock = clock
+        super().__init__(*args, **kwargs)
+
+    def training_step(self, *args, **kwargs):
+        self.fake_clock.now += STEP_S
+        return super().training_step(*args, **kwargs)
+
+    def evaluate(self, *args, **kwargs):
+        self.fake_clock.now += EVAL_SETUP_S
+        return super().evaluate(*args, **kwargs)
+
+    def prediction_step(self, *args, **kwargs):
+        self.fake_clock.now += STEP_S
+        return super().prediction_step(*args, **kwargs)
+
+
+@pytest.fixture
+def steady(monkeypatch) -> FakeClock:
+    """Every source replaced by a constant STEADY_W on a fake clock (pass it to ``energy``)."""
+    clock = FakeClock()
+    monkeypatch.setattr(wattwise.sources, "open_sources", steady_sources({"gpu:0": STEADY_W}, clock))
+    return clock
 
 
 class Boom(TrainerCallback):
@@ -36,6 +75,7 @@ class Boom(TrainerCallback):
 
 
 def run(tmp_path, callback, *, train_n=64, eval_n=16, callbacks_extra=False, **overrides):
+    """``Trainer.train()`` of a tiny GPT-2; a ``Ticking`` trainer on the callback's fake clock if it has one."""
     torch.manual_seed(0)
     model = GPT2LMHeadModel(
         GPT2Config(vocab_size=VOCAB, n_positions=16, n_embd=32, n_layer=1, n_head=2, bos_token_id=0, eos_token_id=0)
@@ -52,26 +92,31 @@ def run(tmp_path, callback, *, train_n=64, eval_n=16, callbacks_extra=False, **o
         disable_tqdm=True,
     )
     settings.update(overrides)
-    trainer = Trainer(
+    clock = getattr(callback, "clock", None)
+    on_fake_clock = {"clock": clock} if isinstance(clock, FakeClock) else {}
+    trainer = (Ticking if on_fake_clock else Trainer)(
         model=model,
         args=TrainingArguments(**settings),
         train_dataset=tokens(train_n, 0),
         eval_dataset=tokens(eval_n, 1) if eval_n else None,
         callbacks=[callback, Boom()] if callbacks_extra else [callback],
+        **on_fake_clock,
     )
     trainer.train()
     return trainer
 
 
-def energy(**options) -> EnergyCallback:
+def energy(*, clock: FakeClock | None = None, **options) -> EnergyCallback:
+    """A callback on the real clock, or with its runs on ``clock`` (the ``steady`` fixture's)."""
     options.setdefault("sources", ("cpu", "ram"))
     options.setdefault("country_iso_code", "FRA")
     options.setdefault("window_s", 0.05)
-    return EnergyCallback(**options)
+    callback = EnergyCallback(**options)
+    return callback if clock is None else on_clock(callback, clock, "transformers")
 
 
-def test_every_log_entry_carries_the_energy_metrics(tmp_path):
-    callback = energy()
+def test_every_log_entry_carries_the_energy_metrics(tmp_path, steady):
+    callback = energy(clock=steady)
     trainer = run(tmp_path, callback, eval_strategy="steps", eval_steps=6)
     train_logs = [e for e in trainer.state.log_history if "loss" in e]
     eval_logs = [e for e in trainer.state.log_history if "eval_loss" in e]
@@ -79,14 +124,14 @@ def test_every_log_entry_carries_the_energy_metrics(tmp_path):
     assert [e["step"] for e in eval_logs] == [6, 12]
     for entry in train_logs:
         assert all(key in entry for key in KEYS), entry
-        assert entry["energy/step_j"] > 0
-    for entry in eval_logs:
-        assert entry["energy/eval_j"] > 0
+        assert entry["energy/step_j"] == pytest.approx(STEADY_W * STEP_S)  # training steps only
+    for entry in eval_logs:  # its set-up and its 2 batches
+        assert entry["energy/eval_j"] == pytest.approx(STEADY_W * (EVAL_SETUP_S + 2 * STEP_S))
         assert "energy/step_j" not in entry
-    totals = [e["energy/total_kwh"] for e in trainer.state.log_history if "energy/total_kwh" in e]
-    assert totals == sorted(totals) and totals[-1] > 0
-    # the report also holds the little energy spent between the last log and the end of training
-    assert totals[-1] <= callback.report.energy_kwh < 2 * totals[-1]
+    totals_j = [e["energy/total_kwh"] * 3.6e6 for e in trainer.state.log_history if "energy/total_kwh" in e]
+    # steps 4, 6 (its evaluation), 8, 12 and its evaluation, and the end of training's summary
+    assert totals_j == pytest.approx([100.0, 300.0, 350.0, 450.0, 600.0, 600.0])
+    assert callback.report.energy_j == pytest.approx(totals_j[-1])
 
 
 def test_metrics_reach_tensorboard_event_files(tmp_path):
@@ -316,31 +361,18 @@ def test_environment_variables_configure_the_callback(tmp_path, monkeypatch):
     assert list(callback.report.by_component) == ["cpu"]
 
 
-def test_a_budget_stop_ends_training_through_the_trainer(tmp_path):
-    callback = energy(budget_kwh=1e-12, on_budget="stop", window_s=1e-6)  # spent at the first window
+def test_a_budget_stop_ends_training_through_the_trainer(tmp_path, steady):
+    # 60 J: spent by the window that closes at step 3 (25 J a step, a window a step)
+    callback = energy(clock=steady, budget_kwh=60.0 / 3.6e6, on_budget="stop", window_s=STEP_S)
     trainer = run(tmp_path, callback, max_steps=12)
     report = callback.report
-    assert trainer.state.global_step < 12
+    assert trainer.state.global_step == 3
     assert report.budget["stopped_at_step"] == trainer.state.global_step == report.train_steps
     assert not report.partial
 
 
-def steady_100w(monkeypatch):
-    """Every source replaced by a constant 100 W: energy is then exactly 100 x seconds."""
-    from fakes import SteadySource
-
-    monkeypatch.setattr(wattwise.sources, "open_sources", lambda names, **kw: OpenedSources([SteadySource({"gpu:0": 100.0})]))
-
-
-class SlowEvalTrainer(Trainer):
-    def prediction_step(self, *args, **kwargs):
-        time.sleep(0.05)
-        return super().prediction_step(*args, **kwargs)
-
-
-def test_evaluation_energy_includes_its_set_up_and_first_batch(tmp_path, monkeypatch):
-    steady_100w(monkeypatch)
-    callback = energy(window_s=10.0)
+def test_evaluation_energy_includes_its_set_up_and_first_batch(tmp_path, steady):
+    callback = energy(clock=steady, window_s=10.0)
     torch.manual_seed(0)
     model = GPT2LMHeadModel(
         GPT2Config(vocab_size=VOCAB, n_positions=16, n_embd=32, n_layer=1, n_head=2, bos_token_id=0, eos_token_id=0)
@@ -350,15 +382,15 @@ def test_evaluation_energy_includes_its_set_up_and_first_batch(tmp_path, monkeyp
         logging_steps=4, eval_strategy="steps", eval_steps=4, save_strategy="no", report_to=[], use_cpu=True,
         disable_tqdm=True,
     )
-    trainer = SlowEvalTrainer(model=model, args=args, train_dataset=tokens(64, 0), eval_dataset=tokens(16, 1),
-                              callbacks=[callback])
+    trainer = Ticking(model=model, args=args, train_dataset=tokens(64, 0), eval_dataset=tokens(16, 1),
+                      callbacks=[callback], clock=steady)
     trainer.train()
     evals = [e for e in trainer.state.log_history if "eval_loss" in e]
     assert len(evals) == 2
-    for entry in evals:  # 4 batches of >= 50 ms: every batch of the pass is in its energy
-        assert entry["energy/eval_j"] >= 0.95 * 100.0 * entry["eval_runtime"]
-        assert entry["energy/eval_j"] <= 100.0 * (entry["eval_runtime"] + 0.1)
+    for entry in evals:  # its set-up and every one of its 4 batches, the first included; no training step
+        assert entry["energy/eval_j"] == pytest.approx(STEADY_W * (EVAL_SETUP_S + 4 * STEP_S))
     assert callback.report.by_phase["eval"].steps == 8
+    assert callback.report.by_phase["train"].energy_j == pytest.approx(STEADY_W * 8 * STEP_S)
 
 
 def test_a_new_trainer_with_a_callback_whose_first_run_failed(tmp_path):
