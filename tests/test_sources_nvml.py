@@ -13,7 +13,7 @@ import time
 
 import pynvml
 import pytest
-from fakes import FakeGpu, make_fake_nvml, nvml_error, uuid
+from fakes import FakeClock, FakeGpu, make_fake_nvml, nvml_error, uuid
 
 from wattwise.sources import SourceUnavailable
 from wattwise.sources import nvml as nvml_module
@@ -113,69 +113,78 @@ def test_bytes_names_from_old_bindings_are_decoded(install):
 # ---- the power-polling fallback -------------------------------------------------------------------
 
 
-def test_gpu_without_counter_integrates_power_in_a_thread(install, fast_polling):
-    gpus = [FakeGpu(uuid(0), energy_mj=None, power_mw=250_000)]
-    install(gpus)
+def polled(clock: FakeClock, **kwargs) -> NvmlSource:
+    """A source whose sampling the test drives: ``poll()`` at the fake clock's times, no thread."""
+    return NvmlSource.open(clock=clock, poll_thread=False, **kwargs)
 
-    t0 = time.monotonic()
-    source = NvmlSource.open()
-    time.sleep(0.5)
+
+def test_gpu_without_counter_integrates_its_power(install):
+    install([FakeGpu(uuid(0), energy_mj=None, power_mw=250_000)])
+    clock = FakeClock()
+    source = polled(clock)
+    for _ in range(5):
+        clock.now += 0.1
+        source.poll()
     energy_j = source.read_j()[0]
-    elapsed_s = time.monotonic() - t0
     source.close()
-
     assert "power sampled" in source.components[0].detail
     assert source.components[0].measured
-    expected_j = 250.0 * elapsed_s
-    assert 0.7 * expected_j <= energy_j <= 1.3 * expected_j
+    assert energy_j == pytest.approx(250.0 * 0.5)
 
 
-def test_polling_integrates_each_gpus_own_power(install, fast_polling):
+def test_polling_integrates_each_gpus_own_power_by_trapezoids(install):
     gpus = [FakeGpu(uuid(0), energy_mj=None, power_mw=100_000), FakeGpu(uuid(1), energy_mj=None, power_mw=300_000)]
     install(gpus)
-    source = NvmlSource.open()
-    time.sleep(0.2)
+    clock = FakeClock()
+    source = polled(clock)
+    clock.now += 1.0
+    source.poll()
+    gpus[0].power_mw = 200_000  # the power changes: the next interval is a trapezoid
+    clock.now += 1.0
+    source.poll()
     low_j, high_j = source.read_j()
     source.close()
-    assert low_j > 0
-    assert high_j == pytest.approx(3 * low_j)  # both sampled at the same instants
+    assert low_j == pytest.approx(100.0 + 150.0)
+    assert high_j == pytest.approx(600.0)
 
 
-def test_counter_and_polled_gpus_keep_their_order(install, fast_polling):
+def test_counter_and_polled_gpus_keep_their_order(install):
     gpus = [FakeGpu(uuid(0), energy_mj=None, power_mw=200_000), FakeGpu(uuid(1), energy_mj=1_000)]
     fake = install(gpus)
-    source = NvmlSource.open()
+    clock = FakeClock()
+    source = polled(clock)
     gpus[1].energy_mj += 7_000
-    time.sleep(0.1)
+    clock.now += 0.5
+    source.poll()
     polled_j, counted_j = source.read_j()
     source.close()
     assert counted_j == pytest.approx(7.0)
-    assert polled_j > 0
+    assert polled_j == pytest.approx(100.0)
     # only the GPU without a counter is polled
-    polled = {call.args[0].index for call in fake.nvmlDeviceGetPowerUsage.call_args_list}
-    assert polled == {0}
+    assert {call.args[0].index for call in fake.nvmlDeviceGetPowerUsage.call_args_list} == {0}
 
 
-def test_close_stops_the_polling_thread(install, fast_polling):
+def test_the_thread_polls_until_close_and_stops(install, fast_polling):
     fake = install([FakeGpu(uuid(0), energy_mj=None)])
     source = NvmlSource.open()
     assert any(t.name == "wattwise-nvml-poll" for t in threading.enumerate())
-    time.sleep(0.1)
-    assert fake.nvmlDeviceGetPowerUsage.call_count > 1  # it did poll
-
+    deadline = time.monotonic() + 30.0  # a bound for a starved thread, not a timing claim
+    while fake.nvmlDeviceGetPowerUsage.call_count < 3 and time.monotonic() < deadline:
+        time.sleep(fast_polling)
+    assert fake.nvmlDeviceGetPowerUsage.call_count >= 3  # it did poll
     source.close()
     assert not any(t.name == "wattwise-nvml-poll" for t in threading.enumerate())
     calls_at_close = fake.nvmlDeviceGetPowerUsage.call_count
-    time.sleep(10 * fast_polling)
+    time.sleep(5 * fast_polling)
     assert fake.nvmlDeviceGetPowerUsage.call_count == calls_at_close
     fake.nvmlShutdown.assert_called_once_with()
 
 
-def test_a_failing_power_read_does_not_kill_the_thread(install, fast_polling):
+def test_a_failing_power_read_is_bridged_and_counted(install):
     gpus = [FakeGpu(uuid(0), energy_mj=None, power_mw=100_000)]
     fake = install(gpus)
     real_side_effect = fake.nvmlDeviceGetPowerUsage.side_effect
-    failures = iter([True, True, True])
+    failures = iter([False, True, True, True])  # the first read (at open) works, the next three fail
 
     def flaky(handle):
         if next(failures, False):
@@ -183,21 +192,27 @@ def test_a_failing_power_read_does_not_kill_the_thread(install, fast_polling):
         return real_side_effect(handle)
 
     fake.nvmlDeviceGetPowerUsage.side_effect = flaky
-    source = NvmlSource.open()
-    time.sleep(0.3)
+    clock = FakeClock()
+    source = polled(clock)
+    for _ in range(5):
+        clock.now += 1.0
+        source.poll()
     energy_j = source.read_j()[0]
     source.close()
-    assert energy_j > 0  # sampling went on after the errors
+    assert energy_j == pytest.approx(500.0)  # each gap bridged with the last good reading: 100 W throughout
     assert source.problems() == ["3 NVML power reads failed; each gap was bridged with the last good reading"]
 
 
-def test_the_meter_reports_a_sources_problems_at_close(install, fast_polling):
+def test_the_meter_reports_a_sources_problems_at_close(install):
     from wattwise.meter import EnergyMeter
 
     fake = install([FakeGpu(uuid(0), energy_mj=None)])
     fake.nvmlDeviceGetPowerUsage.side_effect = nvml_error(pynvml.NVML_ERROR_GPU_IS_LOST)
-    meter = EnergyMeter([NvmlSource.open()])
-    time.sleep(0.1)
+    clock = FakeClock()
+    source = polled(clock)
+    clock.now += 1.0
+    source.poll()
+    meter = EnergyMeter([source], clock=clock)
     meter.close()
     assert len(meter.notes) == 1 and "NVML power reads failed" in meter.notes[0]
 

@@ -21,7 +21,7 @@ import contextlib
 import os
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from .base import Component, SourceUnavailable
@@ -90,8 +90,10 @@ class _Device:
 class NvmlSource:
     """Cumulative joules of this process's NVIDIA GPUs since ``open()``."""
 
-    def __init__(self, devices: list[_Device], nvml) -> None:
+    def __init__(self, devices: list[_Device], nvml, *, clock: Callable[[], float] = time.monotonic,
+                 poll_thread: bool = True) -> None:
         self._nvml = nvml
+        self._clock = clock
         self._devices = devices
         self.components = tuple(
             Component(f"gpu:{d.index}", kind="gpu", measured=True, source="nvml", scope="device", detail=d.detail)
@@ -104,15 +106,20 @@ class NvmlSource:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        if self._polled:
+        self._last_t = clock()
+        self._last_w = [self._power_w(d, 0.0) for d in self._polled]
+        if self._polled and poll_thread:
             self._thread = threading.Thread(target=self._poll, name="wattwise-nvml-poll", daemon=True)
             self._thread.start()
 
     @classmethod
-    def open(cls, visible: str | None = None, local_rank: int | None = None) -> NvmlSource:
+    def open(cls, visible: str | None = None, local_rank: int | None = None, *,
+             clock: Callable[[], float] = time.monotonic, poll_thread: bool = True) -> NvmlSource:
         """Start NVML and pick this process's GPUs; raise ``SourceUnavailable`` with the reason otherwise.
 
-        ``visible`` and ``local_rank`` default to ``CUDA_VISIBLE_DEVICES`` and ``LOCAL_RANK``.
+        ``visible`` and ``local_rank`` default to ``CUDA_VISIBLE_DEVICES`` and ``LOCAL_RANK``. GPUs
+        without an energy counter are sampled by a thread every ``POLL_INTERVAL_S`` on ``clock``;
+        ``poll_thread=False`` leaves the sampling to whoever calls ``poll()`` (tests).
         """
         try:
             import pynvml
@@ -150,7 +157,7 @@ class NvmlSource:
         except pynvml.NVMLError as exc:
             pynvml.nvmlShutdown()
             raise SourceUnavailable(f"no NVIDIA GPU source: NVML failed while listing GPUs ({exc})") from None
-        return cls(devices, pynvml)
+        return cls(devices, pynvml, clock=clock, poll_thread=poll_thread)
 
     def read_j(self) -> tuple[float, ...]:
         polled = iter(self._snapshot_polled())
@@ -210,16 +217,19 @@ class NvmlSource:
         with self._lock:
             return list(self._polled_j)
 
+    def poll(self) -> None:
+        """Sample the power of the GPUs without a counter and integrate it since the last sample
+        (trapezoids): what the thread does every ``POLL_INTERVAL_S``."""
+        now = self._clock()
+        power_w = [self._power_w(d, before) for d, before in zip(self._polled, self._last_w, strict=True)]
+        with self._lock:
+            for i, (before, after) in enumerate(zip(self._last_w, power_w, strict=True)):
+                self._polled_j[i] += 0.5 * (before + after) * max(now - self._last_t, 0.0)
+        self._last_t, self._last_w = now, power_w
+
     def _poll(self) -> None:
-        last_t = time.monotonic()
-        last_w = [self._power_w(d, 0.0) for d in self._polled]
         while not self._stop.wait(POLL_INTERVAL_S):
-            now = time.monotonic()
-            power_w = [self._power_w(d, before) for d, before in zip(self._polled, last_w, strict=True)]
-            with self._lock:
-                for i, (before, after) in enumerate(zip(last_w, power_w, strict=True)):
-                    self._polled_j[i] += 0.5 * (before + after) * (now - last_t)
-            last_t, last_w = now, power_w
+            self.poll()
 
     def _power_w(self, device: _Device, last_w: float) -> float:
         """The device's power now; a failed read repeats the last good one (and is counted)."""
