@@ -16,6 +16,9 @@ or, in a framework, ``EnergyCallback(country_iso_code="FRA")`` from ``wattwise.i
 (``.lightning``, ``.keras``).
 
 ``import wattwise`` is cheap: it imports no training framework and no codecarbon/pandas.
+``wattwise.probe(run_steps, {"batch_size": [16, 32, 64]}, steps=40, planned_samples=...)`` measures
+candidate configurations for a few steps each and projects each one's whole run (``print(result)``);
+the frameworks' own are ``wattwise.integrations.<framework>.probe``.
 ``wattwise.estimate(...)`` is the pre-run estimate (``wattwise.estimate`` the function, not the module
 of the same name: import the module's other names with ``from wattwise.estimate import ...``).
 """
@@ -23,6 +26,7 @@ of the same name: import the module's other names with ``from wattwise.estimate 
 from .config import Config
 from .estimate import Estimate, estimate  # cheap (no framework); binds the function over the submodule
 from .figures import PASS_SAMPLE_KEYS, SAMPLE_J, TOKENS_PER_J
+from .probing import probe  # measure candidate configurations before training (the function, not a module)
 from .projection import FORECAST_HIGH_KWH, FORECAST_KG, FORECAST_KWH, FORECAST_LOW_KWH
 from .report import RunReport
 from .run import CARBON_KG, EVAL_J, POWER_W, PREDICT_J, STEP_J, TEST_J, TOTAL_KWH, Run, track
@@ -32,6 +36,6 @@ LOG_KEYS = (STEP_J, POWER_W, TOTAL_KWH, CARBON_KG, SAMPLE_J, TOKENS_PER_J, EVAL_
             *PASS_SAMPLE_KEYS.values(), FORECAST_KWH, FORECAST_LOW_KWH, FORECAST_HIGH_KWH, FORECAST_KG)
 __all__ = [
     "CARBON_KG", "EVAL_J", "FORECAST_HIGH_KWH", "FORECAST_KG", "FORECAST_KWH", "FORECAST_LOW_KWH", "LOG_KEYS",
-    "PASS_SAMPLE_KEYS", "POWER_W", "PREDICT_J", "SAMPLE_J", "STEP_J", "TEST_J", "TOKENS_PER_J", "TOTAL_KWH",
-    "Config", "Estimate", "Run", "RunReport", "__version__", "estimate", "track",
+    "PASS_SAMPLE_KEYS", "POWER_W", "PREDICT_J", "SAMPLE_J", "STEP_J", "TEST_J", "TOKENS_PER_J", "TOTAL_KWH", "Config", "Estimate", "Run", "RunReport",
+    "__version__", "estimate", "probe", "track",
 ]

@@ -62,6 +62,8 @@ SOURCES = {
     "for this run's carbon)",
     "cpu_threads": "PyTorch CPU performance tuning guide (use all physical cores), "
     "https://pytorch.org/tutorials/recipes/recipes/tuning_guide.html",
+    "probed_configuration": "this model's probe on this hardware (wattwise.probe; the file is named in the "
+    "evidence); short profiling predicts a run's energy: Mavromatis et al. 2024, arXiv:2406.14328",
 }
 
 
@@ -106,6 +108,17 @@ class MetricPoint:
 
 
 @dataclass
+class ProbeEvidence:
+    """The latest ``wattwise.probe`` of the run's model (same parameter count, framework and hardware),
+    as kept beside the run registry: its file and its candidates (``probe.json``'s, as dicts)."""
+
+    path: str
+    created_at: str
+    steps: int
+    candidates: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass
 class Evidence:
     """Everything the rules may read; the run builds it at the end (assemble.py), tests build it by hand."""
 
@@ -119,6 +132,7 @@ class Evidence:
     metric_name: str | None = None
     greater_is_better: bool = False
     metric_history: list[MetricPoint] = field(default_factory=list)
+    probe: ProbeEvidence | None = None  # the latest probe of this model on this hardware, if any
 
     def phase_j(self, name: str) -> float:
         phase = self.phases.get(name)
@@ -391,7 +405,79 @@ def cpu_threads(ev: Evidence) -> Recommendation | None:
     )
 
 
+def probed_configuration(ev: Evidence) -> Recommendation | None:
+    """A probe of this model on this hardware measured a cheaper configuration than the run's: the
+    saving is the probe's own measurement (its projections of the same planned run with both
+    configurations when the run's was probed, else the run's measured joules per sample against
+    the best candidate's)."""
+    probe = ev.probe
+    if probe is None:
+        return None
+    ran = [c for c in probe.candidates if not c.get("error") and c.get("projected_energy_j")
+           and c.get("energy_per_sample_j")]
+    mine = {"batch_size": ev.setup.batch_size, "precision": ev.setup.precision}
+    if not ran or all(v is None for v in mine.values()):
+        return None
+    best = min(ran, key=lambda c: c["projected_energy_j"])
+    if _same_setup(best.get("setup") or {}, mine):
+        return None  # the run used the configuration the probe found cheapest
+    current = next((c for c in ran if _same_setup(c.get("setup") or {}, mine)), None)
+    best_eps = best["energy_per_sample_j"]
+    cited = f"probe of {probe.created_at} ({probe.steps} steps per candidate, {probe.path})"
+    if current is not None:
+        fraction = 1.0 - best["projected_energy_j"] / current["projected_energy_j"]
+        saving_j, confidence = ev.energy_j * fraction, "high"
+        evidence = (f"the {cited} measured {_label(best)} at {best_eps:.3g} J/sample against {_label(current)} "
+                    f"(this run's) at {current['energy_per_sample_j']:.3g} J/sample")
+        method = (f"this run's {_kj(ev.energy_j)} x (1 - {_kj(best['projected_energy_j'])} / "
+                  f"{_kj(current['projected_energy_j'])}): the probe's projections of the planned run with each")
+    else:
+        train = ev.phases.get("train")
+        samples = train.samples if train is not None else 0
+        if not samples:
+            return None
+        run_eps = ev.train_j / samples
+        saving_j, confidence = (run_eps - best_eps) * samples, "medium"
+        evidence = (f"the {cited} measured {_label(best)} at {best_eps:.3g} J/sample; this run (not among the "
+                    f"candidates) used {run_eps:.3g} J/sample over its {samples:g} training samples")
+        method = f"({run_eps:.3g} - {best_eps:.3g}) J/sample x {samples:g} training samples"
+    return _energy_recommendation(
+        ev, saving_j, rule="probed_configuration", title=f"Train with {_label(best)} (measured by a probe)",
+        change=_probed_change(ev.setup.framework, best.get("config") or {}), evidence=evidence, method=method,
+        confidence=confidence,
+    )
+
+
+def _same_setup(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    """Whether two set-ups agree on everything both know (batch size, precision), and both know something."""
+    shared = [k for k in ("batch_size", "precision") if a.get(k) is not None and b.get(k) is not None]
+    return bool(shared) and all(a[k] == b[k] for k in shared)
+
+
+def _label(candidate: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in (candidate.get("config") or {}).items()) or "(as configured)"
+
+
+def _probed_change(framework: str | None, config: dict[str, Any]) -> dict[str, str]:
+    """The probe's best configuration in the framework's own terms."""
+    args = ", ".join(f"{k}={v!r}" for k, v in config.items())
+    if framework == "transformers":
+        return {"transformers": f"TrainingArguments({args})"}
+    if framework in ("lightning", "keras"):
+        precision_key = "precision" if framework == "lightning" else "dtype_policy"
+        parts = [f"{k}={v!r}" for k, v in config.items() if k != precision_key]
+        if framework == "lightning":
+            where = [f"{', '.join(parts)} on the LightningModule or DataModule"] if parts else []
+            where += [f"Trainer(precision={config[precision_key]!r})"] if precision_key in config else []
+        else:
+            where = [f"model.fit({', '.join(parts)})"] if parts else []
+            where += [f"keras.config.set_dtype_policy({config[precision_key]!r}) before building the model"
+                      ] if precision_key in config else []
+        return {framework: "; ".join(where) or args}
+    return {"any": args}
+
+
 RULES: tuple[Callable[[Evidence], Recommendation | None], ...] = (
     mixed_precision, batch_size, data_loading, evaluation_share, early_stopping, power_limit,
-    lower_carbon_region, cpu_threads,
+    lower_carbon_region, cpu_threads, probed_configuration,
 )

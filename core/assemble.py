@@ -56,10 +56,24 @@ def assemble_report(run: Run, *, partial: bool, ranks: list[dict]) -> RunReport:
 def recommend(run: Run, energy_j: float, by_phase: dict, by_component: dict) -> list:
     """The advisor's recommendations for the run; a failing advisor costs the advice, not the report."""
     try:
-        return advisor.advise(run.ledger.evidence.evidence(
+        evidence = run.ledger.evidence.evidence(
             energy_j=energy_j, duration_s=run.ledger.so_far()[1], phases=by_phase, components=by_component,
             grid=run.grid,
-        ))
+        )
+        evidence.probe = probed(run, by_component)
+        return advisor.advise(evidence)
     except Exception as exc:
         run.report_failure("advisor", exc)
         return []
+
+
+def probed(run: Run, by_component: dict) -> advisor.ProbeEvidence | None:
+    """The latest probe of the run's model (its parameter count) in its framework on its hardware,
+    kept beside the run registry (``probe_store.py``); None when there is none."""
+    if not run._params or run.config.registry is False:
+        return None
+    from .probe_store import evidence_for
+    from .sources.model import cpu_model_name
+
+    return evidence_for(run.config.registry, framework=run.framework, params=run._params,
+                        components=by_component.values(), cpu_model=cpu_model_name())

@@ -77,7 +77,7 @@ from wattwise.report import RunReport
 from wattwise.run import EVAL_J, Run
 from wattwise.runs import RunSeries
 
-__all__ = ["EnergyCallback"]
+__all__ = ["EnergyCallback", "probe"]
 
 PHASE_OF_CALL = {"fit": "train", "evaluate": "eval", "predict": "predict"}
 
@@ -365,3 +365,20 @@ def _leading_dim(logs: dict) -> int:
         if shape:
             return int(shape[0])
     return 0
+
+
+from wattwise.probe_result import ProbeResult  # noqa: E402  (the probe: appended, apart from the callback)
+
+
+def probe(model: Any, x: Any, y: Any, candidates: dict[str, list[Any]] | list[dict[str, Any]], *, steps: int = 40,
+          epochs: int = 1, validation_data: Any = None, validation_split: float = 0.0, validation_freq: int = 1,
+          validation_batch_size: int | None = None, steps_per_epoch: int | None = None,
+          options: Options | None = None) -> ProbeResult:
+    """Train each candidate (``batch_size``, ``dtype_policy``) for ``steps`` steps on a clone of ``model`` and
+    project the planned ``fit(x, y, epochs=..., validation_...=...)`` with it; ``print(probe(model, x, y,
+    {"batch_size": [32, 64]}, epochs=5))``. ``wattwise/integrations/keras_probe.py`` says how."""
+    from wattwise.integrations.keras_probe import probe_keras
+
+    return probe_keras(model, x, y, candidates, steps=steps, epochs=epochs, validation_data=validation_data,
+                       validation_split=validation_split, validation_freq=validation_freq,
+                       validation_batch_size=validation_batch_size, steps_per_epoch=steps_per_epoch, options=options)

@@ -72,7 +72,7 @@ from wattwise.report import RunReport
 from wattwise.run import POWER_W, STEP_J, Run
 from wattwise.runs import RunSeries
 
-__all__ = ["EnergyCallback", "LIGHTNING_NAMESPACES"]
+__all__ = ["EnergyCallback", "LIGHTNING_NAMESPACES", "probe"]
 
 PROG_BAR_KEYS = frozenset({POWER_W, STEP_J})  # meaningful at any scale; kWh reads 0.000 for minutes
 
@@ -368,3 +368,25 @@ def _every_rank_logs(trainer, step: int) -> bool:
     on one rank only), where syncing across ranks is safe."""
     every = trainer.log_every_n_steps
     return bool(every and step % every == 0) or bool(trainer.fast_dev_run)
+
+
+from collections.abc import Callable, Sequence  # noqa: E402  (the probe: appended, apart from the callback)
+
+from wattwise.probe_result import ProbeResult  # noqa: E402
+
+
+def probe(trainer: Mapping[str, Any] | Callable[..., Any], model: Any, data: Any,
+          candidates: Mapping[str, Sequence[Any]] | Sequence[Mapping[str, Any]], *, steps: int = 40,
+          options: Options | None = None) -> ProbeResult:
+    """Fit each candidate (``batch_size``, ``Trainer`` arguments such as ``precision``) for ``steps`` optimizer
+    steps and project the planned run with it (``max_epochs`` or ``max_steps``; validation passes included).
+
+    Example: ``print(probe({"max_epochs": 3}, model, datamodule, {"batch_size": [32, 64], "precision":
+    ["32-true", "bf16-mixed"]}, steps=40))``. ``trainer``: the ``Trainer``'s keyword arguments, or a factory
+    ``lambda **kw: L.Trainer(max_epochs=3, **kw)``; ``data``: a datamodule, a training DataLoader, or
+    (train, val) loaders. ``options``: ``wattwise.options.Options``. The module, the datamodule and the
+    random state are left as they were (``wattwise/integrations/lightning_probe.py`` says how).
+    """
+    from wattwise.integrations.lightning_probe import probe_lightning
+
+    return probe_lightning(trainer, model, data, candidates, steps=steps, options=options)

@@ -1,6 +1,6 @@
 """Runs over torch.distributed: one correct total, nothing counted twice, one set of files.
 
-The multi-process tests launch real processes with torchrun (gloo, on the CPU): a bare Session
+The multi-process tests launch real processes with torchrun (gloo, on the CPU): a bare Run
 driven like an integration (tests/distributed/session_worker.py), the HF Trainer and Lightning DDP.
 """
 
@@ -98,7 +98,7 @@ def test_without_an_initialised_process_group_a_session_is_one_process(tmp_path)
     assert logged["energy/step_j"] == pytest.approx(10.0)
 
 
-# ---- a bare Session on two real processes ------------------------------------------------------------
+# ---- a bare Run on two real processes ------------------------------------------------------------
 
 
 def test_one_node_totals_are_the_sum_of_the_ranks_and_node_counters_count_once(tmp_path):

@@ -1,5 +1,5 @@
 """Evidence gathered during a run: NVML sampled at window boundaries (never per step), set-up facts,
-the metric history, and the advice reaching the report through a real Session."""
+the metric history, and the advice reaching the report through a real Run."""
 
 from __future__ import annotations
 
