@@ -1,6 +1,6 @@
 """Accuracy of ``probe``: each candidate's projection of its whole run against that run, trained in full.
 
-Run:  python benchmarks/probe_accuracy.py [--only hf,pl,keras] [--scale 1.0] [--threads=1]   (15-20 minutes)
+Run:  python benchmarks/probe_accuracy.py [--only hf,pl,keras] [--scale 1.0] [--threads=1]   (about 20 minutes on 2 vCPUs)
 
 In each of the three integrations (all offline, on the CPU, ``CUDA_VISIBLE_DEVICES=""``), the same
 user set-up is probed with three candidates, then every candidate is trained in full with the real
