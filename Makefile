@@ -22,7 +22,7 @@ demo: install
 	$(PY) examples/hf_train.py --output-dir runs/hf
 	$(PY) examples/lightning_train.py --output-dir runs/lightning
 	$(PY) examples/keras_train.py --output-dir runs/keras
-	$(PY) examples/plain_loop.py --output-dir runs/loop
+	$(PY) examples/plain_loop.py --output-dir runs/loop --probe
 	$(PY) examples/accelerate_loop.py --output-dir runs/accelerate
 
 test: install
