@@ -10,16 +10,39 @@ One function, so the report is built the same way at the end of every run, which
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from . import advisor
+from .budget import Budget
+from .carbon import GridIntensity
+from .config import Config
+from .ledger import Ledger
+from .projection import Projection
+from .ranks import LocalRanks
 from .report import RunReport, hardware_info
 
-if TYPE_CHECKING:
-    from .run import Run
+
+class FinishingRun(Protocol):
+    """What a report is assembled from: a ``wattwise.Run`` (``run.py``) as it finishes."""
+
+    run_id: str
+    framework: str
+    config: Config
+    started_at: str
+    grid: GridIntensity
+    budget: Budget
+    notes: list[str]
+    ledger: Ledger
+    ranks: LocalRanks
+    projection: Projection
+    _params: int | None
+
+    def note(self, message: str, *, level: int = ...) -> None: ...
+
+    def report_failure(self, what: str, exc: BaseException) -> None: ...
 
 
-def assemble_report(run: Run, *, partial: bool, ranks: list[dict]) -> RunReport:
+def assemble_report(run: FinishingRun, *, partial: bool, ranks: list[dict]) -> RunReport:
     """This process's figures or, with ``ranks`` gathered at the end, the whole run's."""
     ledger = run.ledger
     energy_j, by_component, phases = run.ranks.totals(ledger, ranks)
@@ -53,7 +76,7 @@ def assemble_report(run: Run, *, partial: bool, ranks: list[dict]) -> RunReport:
     )
 
 
-def recommend(run: Run, energy_j: float, by_phase: dict, by_component: dict) -> list:
+def recommend(run: FinishingRun, energy_j: float, by_phase: dict, by_component: dict) -> list:
     """The advisor's recommendations for the run; a failing advisor costs the advice, not the report."""
     try:
         evidence = run.ledger.evidence.evidence(
@@ -67,13 +90,20 @@ def recommend(run: Run, energy_j: float, by_phase: dict, by_component: dict) -> 
         return []
 
 
-def probed(run: Run, by_component: dict) -> advisor.ProbeEvidence | None:
-    """The latest probe of the run's model (its parameter count) in its framework on its hardware,
-    kept beside the run registry (``probe_store.py``); None when there is none."""
-    if not run._params or run.config.registry is False:
-        return None
-    from .probe_store import evidence_for
+def probed(run: FinishingRun, by_component: dict) -> advisor.ProbeEvidence | None:
+    """The probe passed to the run (``probe=``), else the latest probe of the run's model (its parameter
+    count) in its framework on its hardware, kept beside the run registry (``probe_store.py``); None
+    when there is none."""
+    from .probe_store import evidence_for, evidence_given
     from .sources.model import cpu_model_name
 
+    if run.config.probe is not None:
+        evidence, why = evidence_given(run.config.probe, framework=run.framework, params=run._params,
+                                       components=by_component.values(), cpu_model=cpu_model_name())
+        if why:
+            run.note(why)
+        return evidence
+    if not run._params or run.config.registry is False:
+        return None
     return evidence_for(run.config.registry, framework=run.framework, params=run._params,
                         components=by_component.values(), cpu_model=cpu_model_name())

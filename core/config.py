@@ -58,6 +58,8 @@ class Config:
     on_budget: str = "warn"
     # the run registry (wattwise.registry): None or True = the per-user file; False = none; a path = that file
     registry: bool | str | None = None
+    # a probe of this set-up for the advisor (wattwise.probe): its probe.json, or the ProbeResult itself
+    probe: Any = None
 
     @classmethod
     def from_kwargs(cls, **kwargs: Any) -> Config:
@@ -189,6 +191,8 @@ def _validated(values: dict[str, Any]) -> dict[str, Any]:
             raise ValueError(f"registry must be True, False or a file path, got {values['registry']!r}")
         if not isinstance(values["registry"], bool):
             values["registry"] = os.fspath(values["registry"])
+    if "probe" in values:
+        values["probe"] = _checked_probe(values["probe"])
     for name in ("sync_cuda", "print_summary", "write_files"):
         if name in values and not isinstance(values[name], bool):
             raise ValueError(f"{name} must be True or False, got {values[name]!r}")
@@ -208,6 +212,26 @@ def _checked_sources(sources: Any) -> tuple[str, ...]:
     if bad:
         raise ValueError(f"sources has unknown name(s) {bad}; accepted: {accepted}")
     return sources
+
+
+def _checked_probe(probe: Any) -> Any:
+    """A ``ProbeResult`` as it is, or the path of a readable ``probe.json`` as a string."""
+    if hasattr(probe, "to_dict") and hasattr(probe, "candidates"):
+        return probe
+    if not isinstance(probe, str | os.PathLike) or not os.fspath(probe).strip():
+        raise ValueError(f"probe must be a ProbeResult (wattwise.probe's result) or the path of its probe.json, "
+                         f"got {probe!r}")
+    path = os.fspath(probe)
+    try:
+        import json
+
+        with open(path, encoding="utf-8") as file:
+            data = json.load(file)
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"probe={path!r} could not be read as a probe.json ({exc})") from None
+    if not isinstance(data, dict) or not isinstance(data.get("candidates"), list):
+        raise ValueError(f"probe={path!r} is not a probe.json (no candidates in it)")
+    return path
 
 
 def _short(value: Any) -> str:

@@ -17,8 +17,12 @@ from __future__ import annotations
 
 import numbers
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from .config import Config
+
+if TYPE_CHECKING:
+    from .probe_result import ProbeResult
 
 
 class Options:
@@ -34,7 +38,8 @@ class Options:
     ``rapl``, ``cpu``, ``ram``. ``sync_cuda``: wait for queued CUDA work at each reading.
     ``window_s``: the shortest time between two readings. ``print_summary``, ``write_files``,
     ``project_name``. ``budget_kwh`` / ``budget_kg_co2e`` with ``on_budget`` (``"warn"`` or
-    ``"stop"``). ``registry``: the run registry (``False`` = none, or a file path).
+    ``"stop"``). ``registry``: the run registry (``False`` = none, or a file path). ``probe``: a
+    ``wattwise.probe`` result of this set-up (or its ``probe.json``) for the end-of-run advice.
     """
 
     def __init__(
@@ -60,6 +65,7 @@ class Options:
         budget_kg_co2e: float | None = None,
         on_budget: str | None = None,
         registry: bool | str | None = None,
+        probe: ProbeResult | str | None = None,
     ) -> None:
         options = dict(locals())
         for name in ("self", "planned_steps", "__class__"):

@@ -82,6 +82,37 @@ def latest(registry: bool | str | os.PathLike | None, *, framework: str | None, 
         return None
 
 
+def evidence_given(probe: ProbeResult | str, *, framework: str, params: int | None,
+                   components: Iterable[ComponentEnergy], cpu_model: str | None) -> tuple[ProbeEvidence | None, str]:
+    """What the advisor reads of a probe passed to the run (``probe=``: a ``ProbeResult`` or its
+    ``probe.json``), and why it was left out if it was: another framework, model or hardware."""
+    from .advisor import ProbeEvidence
+
+    if isinstance(probe, str | os.PathLike):
+        where = os.fspath(probe)
+        try:
+            data = json.loads(Path(where).read_text())
+        except (OSError, ValueError) as exc:
+            return None, f"the probe {where} could not be read ({exc})"
+    else:
+        data, where = probe.to_dict(), "the probe passed as probe="
+    if not isinstance(data, dict):
+        return None, f"{where} is not a probe.json"
+    probed_params = (data.get("model") or {}).get("params")
+    hardware = hardware_of(components, cpu_model)
+    if data.get("framework") != framework:
+        why = f"it probed a {data.get('framework')} set-up, this run is {framework}"
+    elif params and probed_params and int(probed_params) != int(params):
+        why = f"it probed a model of {int(probed_params):,} parameters, this run's has {int(params):,}"
+    elif data.get("hardware") and data.get("hardware") != hardware:
+        why = f"it ran on {data.get('hardware')}, this run on {hardware}"
+    else:
+        candidates = [c for c in data.get("candidates") or [] if isinstance(c, dict)]
+        return ProbeEvidence(path=where, created_at=str(data.get("created_at", "")),
+                             steps=int(data.get("steps") or 0), candidates=candidates), ""
+    return None, f"{where} was not used for the advice: {why}"
+
+
 def evidence_for(registry: bool | str | os.PathLike | None, *, framework: str, params: int,
                  components: Iterable[ComponentEnergy], cpu_model: str | None) -> ProbeEvidence | None:
     """What the advisor reads of the latest matching probe (``advisor.probed_configuration``)."""

@@ -12,7 +12,7 @@ import random
 
 import pytest
 import torch
-from fakes import FakeClock, steady_sources
+from fakes import PROBE_WATTS, FakeClock
 
 import wattwise
 import wattwise.probing
@@ -25,18 +25,10 @@ from wattwise.probe_result import ProbeResult
 from wattwise.records import PhaseEnergy
 from wattwise.run import Run
 
-WATTS = 100.0
+WATTS = PROBE_WATTS
 SECONDS_PER_STEP = {8: 0.1, 16: 0.15, 32: 0.25}  # 10, 15 and 25 J a step: 1.25, 0.9375, 0.78125 J a sample
 EVAL_BATCH_S = 0.1  # 10 J an evaluation batch of EVAL_BATCH samples
 EVAL_BATCH = 16
-
-
-@pytest.fixture
-def steady(monkeypatch) -> FakeClock:
-    clock = FakeClock()
-    monkeypatch.setattr(wattwise.sources, "open_sources", steady_sources({"gpu:0": WATTS}, clock))
-    monkeypatch.setattr(wattwise.probing, "clock", clock)
-    return clock
 
 
 def options(tmp_path, **extra) -> Options:
@@ -181,10 +173,10 @@ def test_bad_arguments_raise_before_anything_runs(steady, tmp_path):
 # ---- the advisor's measured recommendation --------------------------------------------------------
 
 
-def _train(clock: FakeClock, tmp_path, model, batch_size: int, steps: int = 100):
+def _train(clock: FakeClock, tmp_path, model, batch_size: int, steps: int = 100, **settings):
     """A tracked run of ``model`` at ``batch_size`` on the fake clock, as the probe measured it."""
     run = Run.from_config(Config.from_kwargs(carbon_intensity_g_per_kwh=100.0, output_dir=str(tmp_path / "run"),
-                                             print_summary=False), "loop", clock=clock)
+                                             print_summary=False, **settings), "loop", clock=clock)
     run.start(planned_steps=steps)
     run.set_work(model=model)
     run.evidence.describe(framework="loop", batch_size=batch_size, precision="fp32")
@@ -220,6 +212,33 @@ def test_a_run_whose_configuration_was_not_probed_is_compared_per_sample(steady,
     samples = 100 * 12
     assert advice.confidence == "medium"
     assert advice.saving_j == pytest.approx((report.by_phase["train"].energy_j / samples - 0.78125) * samples)
+
+
+def test_a_probe_passed_to_the_run_is_used_without_a_registry(steady, tmp_path):
+    model = torch.nn.Linear(4, 2)
+    result = wattwise.probe(stepper(steady), {"batch_size": [8, 16, 32]}, steps=20, planned_samples=3200,
+                            model=model, options=options(tmp_path, registry=False))
+    path = tmp_path / "wattwise" / "probe.json"
+    for given in (result, str(path)):  # the result itself, or its probe.json
+        report = _train(steady, tmp_path, model, batch_size=8, registry=False, probe=given)
+        [advice] = [r for r in report.recommendations if r.rule == "probed_configuration"]
+        assert advice.saving_j == pytest.approx(report.energy_j * (1 - 2500.0 / 4000.0))
+    assert str(path) in advice.evidence  # cites the file it was given
+
+    other = torch.nn.Linear(4, 3)  # a probe of another model is not used, and the report says why
+    report = _train(steady, tmp_path, other, batch_size=8, registry=False, probe=result)
+    assert not [r for r in report.recommendations if r.rule == "probed_configuration"]
+    assert any("10 parameters, this run's has 15" in note for note in report.notes)
+
+
+def test_a_bad_probe_argument_names_it(tmp_path):
+    with pytest.raises(ValueError, match="probe="):
+        Options(probe=str(tmp_path / "missing.json"))
+    (tmp_path / "other.json").write_text('{"run_id": "x"}')
+    with pytest.raises(ValueError, match="not a probe.json"):
+        wattwise.track(probe=tmp_path / "other.json")
+    with pytest.raises(ValueError, match="probe must be a ProbeResult"):
+        Options(probe=3)
 
 
 def test_the_rule_reads_only_evidence():
