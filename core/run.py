@@ -31,7 +31,8 @@ Under ``torchrun`` (with or without ``accelerate``) every rank calls ``step()`` 
 times: the ranks sync every ``SYNC_EVERY_STEPS`` training steps, at the forecast milestones, at
 the end of each phase and at the end, and the metrics and the report are the totals over all ranks.
 
-How a run is measured (windows, phases) is ``ledger.py``; summed across ranks, ``ranks.py``;
+How a run is measured (windows, phases) is ``ledger.py``; summed across ranks, ``ranks.py`` and
+``syncing.py``;
 forecast, ``projection.py``; reported, ``assemble.py``; written, ``files.py``.
 """
 
@@ -72,15 +73,16 @@ from .meter import EnergyMeter
 from .notes import Notes
 from .options import Options
 from .projection import Projection
-from .ranks import AcrossRanks, LocalRanks, RanksFailed
+from .ranks import AcrossRanks, LocalRanks
 from .report import RunReport
+from .syncing import Syncing
 
 logger = logging.getLogger("wattwise")
 
 SYNC_EVERY_STEPS = 64  # track() across ranks: a sum of a few floats every so many training steps
 
 
-class Run(Figures, Notes, Options):
+class Run(Syncing, Figures, Notes, Options):
     """One tracked run. ``wattwise.track(...)`` makes one; see the module docstring for the keys."""
 
     def _configured(self) -> None:
@@ -294,17 +296,6 @@ class Run(Figures, Notes, Options):
             self.projection.add_eval_pass(self.ledger.last_pass_j, self.ledger.last_pass_s)
         return self.ledger.last_pass_j
 
-    def sync(self) -> None:
-        """Close the window now and, across ranks, sum the run's figures over every rank (a collective:
-        every rank calls it at the same point). On one process it only reads the counters."""
-        if not self.active:
-            return
-        try:
-            self.ledger.close_window()
-        finally:  # every rank must reach the collective, whatever happened above
-            if self.ranks.across:
-                self._reduce()
-
     # ---- what the advisor and the registry read ------------------------------------------------
 
     @property
@@ -358,48 +349,9 @@ class Run(Figures, Notes, Options):
         if self.ranks.across:
             return
         if phase == "train":
-            self.projection.update_milestones(ledger.global_step, self._project)
+            self.projection.update_milestones(ledger.global_step, self.forecast)
         if warning := self.budget.check_measured(ledger.so_far()[0], ledger.phases["train"].steps):
             self.note(warning)
-
-    def _next_sync_step(self) -> int | None:
-        if self.ledger is None or not self.ranks.across:
-            return None
-        milestone = self.ranks.next_sync_step(self.ledger, self.planned_steps)
-        if self._sync_every:
-            every = (self.ledger.train_steps_done // self._sync_every + 1) * self._sync_every
-            milestone = every if milestone is None else min(milestone, every)
-        return milestone
-
-    def _reduce(self) -> None:
-        """Sum across ranks, then check the budget and the milestones on the sums: the same values,
-        so the same decisions, on every rank."""
-        try:
-            self.ranks.reduce(self.ledger)
-        except RanksFailed as exc:
-            self._fall_back(str(exc))
-            return
-        counts = self.ranks.counts(self.ledger)
-        if warning := self.budget.check_measured(counts.total_j, counts.train_steps):
-            self.note(warning)
-        self.projection.update_milestones(self.ledger.global_step, self._project)
-        self._sync_step = self._next_sync_step()
-
-    def _gather(self) -> list[dict]:
-        if not self.ranks.across:
-            return []
-        try:
-            return self.ranks.gather(self.ledger, self.node, self.node_leader)
-        except RanksFailed as exc:
-            self._fall_back(str(exc))
-            return []
-
-    def _fall_back(self, why: str) -> None:
-        """Carry on as one process: honest figures for this rank rather than a hang or a guess."""
-        rank = self.ranks.rank
-        self.ranks = LocalRanks()
-        self._sync_step = None
-        self.note(f"{why}: from here on, figures are rank {rank}'s own, not the whole run's")
 
 
 def _watch(run: Run) -> None:
