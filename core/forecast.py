@@ -286,8 +286,8 @@ class Forecaster:
             return 0.0, 0.0, 0.0, 0.0
         joules = [j for _, j, _ in self._eval_passes]
         seconds = [s for _, _, s in self._eval_passes]
-        sd_j = statistics.stdev(joules) if len(joules) > 1 else 0.25 * joules[0]
-        sd_s = statistics.stdev(seconds) if len(seconds) > 1 else 0.25 * seconds[0]
+        sd_j = _stdev(joules) if len(joules) > 1 else 0.25 * joules[0]
+        sd_s = _stdev(seconds) if len(seconds) > 1 else 0.25 * seconds[0]
         return statistics.fmean(joules), sd_j, statistics.fmean(seconds), sd_s
 
     def _projection(self, part: _Part, remaining: int, passes: int, blocks: int, steps_per_block: float,
@@ -355,8 +355,15 @@ def _rates(windows: list[_Window], field: str) -> tuple[float, float, float]:
         n = sum(steps[lo:hi])
         if n:
             block_rates.append(sum(costs[lo:hi]) / n)
-    sd = statistics.stdev(block_rates) if len(block_rates) > 1 else 0.0
+    sd = _stdev(block_rates) if len(block_rates) > 1 else 0.0
     return recent, sd, drift
+
+
+def _stdev(values: list[float]) -> float:
+    """The sample standard deviation in floats (``statistics.stdev`` is exact, in fractions, and
+    costs most of a forecast for a handful of values)."""
+    mean = math.fsum(values) / len(values)
+    return math.sqrt(math.fsum((v - mean) ** 2 for v in values) / (len(values) - 1))
 
 
 def _still_falling(recent: float, sd: float, drift: float) -> bool:

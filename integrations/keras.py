@@ -98,7 +98,9 @@ class EnergyCallback(Options, keras.callbacks.Callback):
         self._call: str | None = None  # "fit", "evaluate" or "predict": the call being measured
         self._train_batches: Any = None  # Keras's epoch iterators of the running passes (their batches)
         self._pass_batches: Any = None
+        self._train_sizes: tuple[int, int, int] | None = None  # _batch_sizes of the epoch iterator
         self._last_batch = self._pass_batch = -1  # the last step seen in the epoch / in the pass
+        self._epoch_samples = 0  # samples in the epoch's batches up to _last_batch
         self._pass_samples = 0
         self._planned_from_epoch: int | None = None
         self._eval_j: float | None = None
@@ -130,6 +132,7 @@ class EnergyCallback(Options, keras.callbacks.Callback):
         run.plan(self.runs.planned_steps or _planned_steps(self.params))
         run.set_work(model=self.model)  # for the run registry's calibration
         self._train_batches = _epoch_iterator()
+        self._train_sizes = _batch_sizes(self._train_batches)
         run.evidence.describe(
             framework="keras", precision=precision_name(keras.config.dtype_policy().name),
             batch_size=getattr(getattr(self._train_batches, "data_adapter", None), "batch_size", None),
@@ -142,7 +145,7 @@ class EnergyCallback(Options, keras.callbacks.Callback):
         if self._planned_from_epoch is None:  # fit(initial_epoch=...) starts later than 0
             self._planned_from_epoch = epoch
             self._run.plan(self.runs.planned_steps or _planned_steps(self.params, first_epoch=epoch))
-        self._last_batch, self._eval_j = -1, None
+        self._last_batch, self._epoch_samples, self._eval_j = -1, 0, None
 
     @guarded
     def on_train_batch_end(self, batch, logs=None):
@@ -150,8 +153,8 @@ class EnergyCallback(Options, keras.callbacks.Callback):
             return
         run = self._run
         batch, steps = _steps_ended(batch, self._last_batch, self._steps_per_epoch)
-        samples = _samples(self._train_batches, batch + 1) - _samples(self._train_batches, self._last_batch + 1)
-        self._last_batch = batch
+        samples = _samples(self._train_sizes, batch + 1)
+        self._last_batch, self._epoch_samples, samples = batch, samples, samples - self._epoch_samples
         if run.step(samples=samples, steps=steps):  # fresh figures once per window, the cached ones in between
             self._batch_metrics = run.metrics("batch", read=False)
         if run.should_stop:  # on_budget="stop" and the budget is spent
@@ -245,7 +248,7 @@ class EnergyCallback(Options, keras.callbacks.Callback):
         run = self._run
         if not run.active or run.current_phase != phase:
             return
-        run.add_samples(phase, self._pass_samples or _samples(self._pass_batches, self._pass_batch + 1))
+        run.add_samples(phase, self._pass_samples or _samples(_batch_sizes(self._pass_batches), self._pass_batch + 1))
         self._pass_batches = None
         run.end(phase)
         inside_fit = self._call == "fit"
@@ -340,22 +343,24 @@ def _steps_ended(batch: int, last: int, batches: int | None) -> tuple[int, int]:
     return batch, (batch - last if batch > last else 1)
 
 
-def _samples(iterator: Any, batches: int) -> int:
-    """Samples in the first ``batches`` batches of an epoch of ``iterator``; 0 when unknown."""
-    if iterator is None or batches <= 0:
-        return 0
+def _batch_sizes(iterator: Any) -> tuple[int, int, int] | None:
+    """An epoch iterator's batch size, batches per pass and how many samples its last batch is short
+    (read once: the adapter's properties cost microseconds a batch); None when it cannot say."""
     try:
         adapter = iterator.data_adapter
-        size = adapter.batch_size
-        if not size:
-            return 0
-        samples = batches * size
-        num_batches = adapter.num_batches
-        if num_batches and adapter.has_partial_batch:  # batch num_batches - 1 of each pass is short
-            samples -= (batches // num_batches) * (size - adapter.partial_batch_size)
-        return int(samples)
-    except Exception:  # an adapter that cannot say: samples unknown
+        size, batches = adapter.batch_size, adapter.num_batches
+        short = size - adapter.partial_batch_size if batches and adapter.has_partial_batch else 0
+        return (int(size), int(batches or 0), int(short)) if size else None
+    except Exception:  # no iterator, or an adapter that cannot say: samples unknown
+        return None
+
+
+def _samples(sizes: tuple[int, int, int] | None, batches: int) -> int:
+    """Samples in the first ``batches`` batches of an epoch (``_batch_sizes``); 0 when unknown."""
+    if sizes is None or batches <= 0:
         return 0
+    size, per_pass, short = sizes
+    return batches * size - ((batches // per_pass) * short if per_pass and short else 0)
 
 
 def _leading_dim(logs: dict) -> int:

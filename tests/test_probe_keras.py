@@ -9,14 +9,12 @@ import keras
 import numpy as np
 import pytest
 import torch
-from fakes import FakeClock, steady_sources
+from fakes import PROBE_WATTS, FakeClock
 
-import wattwise.probing
-import wattwise.sources
 from wattwise.integrations.keras import probe
 from wattwise.options import Options
 
-WATTS = 100.0
+WATTS = PROBE_WATTS
 STEP_S = 0.25  # fake seconds per batch (training or validation): 25 J
 
 
@@ -34,19 +32,17 @@ def model_of() -> keras.Model:
 
 
 @pytest.fixture
-def steady(monkeypatch) -> FakeClock:
-    """Constant power on a fake clock; every batch the probe's callback counts (in the clone's fit or
+def steady(steady, monkeypatch) -> FakeClock:
+    """conftest's ``steady``, and every batch the probe's callback counts (in the clone's fit or
     evaluate) lasts STEP_S on it."""
-    clock = FakeClock()
-    monkeypatch.setattr(wattwise.sources, "open_sources", steady_sources({"gpu:0": WATTS}, clock))
-    monkeypatch.setattr(wattwise.probing, "clock", clock)
+    clock = steady
     from wattwise.integrations import keras_probe
 
     step = keras_probe._Measure._step
 
-    def ticking(self, batch, batches):
+    def ticking(self, batch, *iterator_and_sizes):
         clock.now += STEP_S
-        return step(self, batch, batches)
+        return step(self, batch, *iterator_and_sizes)
 
     monkeypatch.setattr(keras_probe._Measure, "_step", ticking)
     return clock
