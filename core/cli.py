@@ -210,7 +210,8 @@ _COMMANDS = {"estimate": lambda args: print(_estimate(args)), "runs": lambda arg
 def main(argv: list[str] | None = None) -> int:
     """Run the ``wattwise`` command; returns the exit status. Every error is one line on stderr
     naming the file or argument, with status 2 (argparse's for bad usage); never a traceback. A
-    reader that stops early (``wattwise report ... | head``) ends the command quietly, status 1."""
+    reader that stops early (``wattwise report ... | head``) ends the command quietly, status 0
+    (the reader had what it wanted; ``set -o pipefail`` scripts go on)."""
     try:
         parser = build_parser()
         args = parser.parse_args(argv)
@@ -222,7 +223,7 @@ def main(argv: list[str] | None = None) -> int:
             parser.exit(2, f"wattwise {args.command}: error: {_one_line(exc)}\n")
     except BrokenPipeError:
         _silence_stdout()
-        return 1
+        return 0
     return 0
 
 
