@@ -10,7 +10,7 @@ evaluation. Every 20 steps ``run.metrics()`` goes to TensorBoard through ``accel
 (<output-dir>/tensorboard/, read with ``tensorboard --logdir <output-dir>/tensorboard``); the run
 ends with wattwise's summary and files under <output-dir>/wattwise/. Under ``accelerate launch``
 every rank calls ``run.step()`` equally often, the figures are the sums over the ranks and only the
-main process logs and writes files.
+main process logs and writes files. The model and data are ``plain_loop.py``'s.
 """
 
 from __future__ import annotations
@@ -20,20 +20,9 @@ import os
 
 import torch
 from accelerate import Accelerator
-from torch.utils.data import DataLoader, TensorDataset
+from plain_loop import make_model, synthetic_classes  # the same model and data as the plain loop
 
 import wattwise
-
-FEATURES, HIDDEN, CLASSES = 32, 512, 10
-
-
-def synthetic_classes(n: int, seed: int, shuffle: bool) -> DataLoader:
-    """Points around one random centre per class."""
-    generator = torch.Generator().manual_seed(seed)
-    centres = torch.randn(CLASSES, FEATURES, generator=torch.Generator().manual_seed(0)) * 2
-    labels = torch.randint(0, CLASSES, (n,), generator=generator)
-    points = centres[labels] + torch.randn(n, FEATURES, generator=generator)
-    return DataLoader(TensorDataset(points, labels), batch_size=32, shuffle=shuffle)
 
 
 def main() -> None:
@@ -49,11 +38,7 @@ def main() -> None:
     accelerator = Accelerator(cpu=not cli.gpu, log_with="tensorboard", project_dir=cli.output_dir)
     accelerator.init_trackers("tensorboard")
 
-    torch.manual_seed(0)
-    model = torch.nn.Sequential(
-        torch.nn.Linear(FEATURES, HIDDEN), torch.nn.ReLU(), torch.nn.Linear(HIDDEN, HIDDEN), torch.nn.ReLU(),
-        torch.nn.Linear(HIDDEN, CLASSES),
-    )
+    model = make_model()
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     model, optimizer, loader, eval_loader = accelerator.prepare(
         model, optimizer, synthetic_classes(16384, seed=1, shuffle=True), synthetic_classes(1024, seed=2, shuffle=False)

@@ -31,6 +31,14 @@ def synthetic_classes(n: int, seed: int, shuffle: bool, batch_size: int = 32) ->
     return DataLoader(TensorDataset(points, labels), batch_size=batch_size, shuffle=shuffle)
 
 
+def make_model() -> torch.nn.Module:
+    torch.manual_seed(0)
+    return torch.nn.Sequential(
+        torch.nn.Linear(FEATURES, HIDDEN), torch.nn.ReLU(), torch.nn.Linear(HIDDEN, HIDDEN), torch.nn.ReLU(),
+        torch.nn.Linear(HIDDEN, CLASSES),
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--output-dir", default="runs/loop")
@@ -39,11 +47,7 @@ def main() -> None:
     parser.add_argument("--probe", action="store_true", help="first measure batch sizes 16, 32, 128 (200 steps each)")
     cli = parser.parse_args()
 
-    torch.manual_seed(0)
-    model = torch.nn.Sequential(
-        torch.nn.Linear(FEATURES, HIDDEN), torch.nn.ReLU(), torch.nn.Linear(HIDDEN, HIDDEN), torch.nn.ReLU(),
-        torch.nn.Linear(HIDDEN, CLASSES),
-    )
+    model = make_model()
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     if cli.probe:
         print(probe_batch_sizes(model, cli))

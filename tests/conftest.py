@@ -19,7 +19,7 @@ os.environ["WATTWISE_REGISTRY"] = os.path.join(tempfile.mkdtemp(prefix="wattwise
 import socket  # noqa: E402
 
 import pytest  # noqa: E402
-from fakes import SteadySource  # noqa: E402
+from fakes import PROBE_WATTS, FakeClock, SteadySource, steady_sources  # noqa: E402
 
 
 class NetworkAccessed(AssertionError):
@@ -77,3 +77,16 @@ def no_run_left_in_progress():
 @pytest.fixture
 def steady_source():
     return SteadySource
+
+
+@pytest.fixture
+def steady(monkeypatch) -> FakeClock:
+    """A fake clock that the probe and every run read, and constant power (``PROBE_WATTS`` on one
+    GPU) on it: a test's steps last what it advances the clock by, whatever the machine's speed."""
+    import wattwise.probing
+    import wattwise.sources
+
+    clock = FakeClock()
+    monkeypatch.setattr(wattwise.sources, "open_sources", steady_sources({"gpu:0": PROBE_WATTS}, clock))
+    monkeypatch.setattr(wattwise.probing, "clock", clock)
+    return clock

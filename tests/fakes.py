@@ -27,6 +27,9 @@ from wattwise.sources import Component
 MAX_RANGE_UJ = 262_143_328_850  # a typical package range
 
 
+PROBE_WATTS = 100.0  # the power of the ``steady`` fixture (conftest.py)
+
+
 class FakeClock:
     """Time that moves only when the test says so."""
 

@@ -8,17 +8,15 @@ import random
 
 import pytest
 import torch
-from fakes import FakeClock, steady_sources
+from fakes import PROBE_WATTS, FakeClock
 from torch.utils.data import DataLoader, TensorDataset
 
-import wattwise.probing
-import wattwise.sources
 from wattwise.integrations.lightning import probe
 from wattwise.options import Options
 
 L = importlib.import_module("lightning.pytorch")
 STEP_S = 0.25  # fake seconds a training step or a validation batch: 25 J at 100 W
-WATTS = 100.0
+WATTS = PROBE_WATTS
 
 
 class Tiny(L.LightningModule):
@@ -60,14 +58,6 @@ class Data(L.LightningDataModule):
 
     def val_dataloader(self):
         return DataLoader(self.val_set, batch_size=self.batch_size)
-
-
-@pytest.fixture
-def steady(monkeypatch) -> FakeClock:
-    clock = FakeClock()
-    monkeypatch.setattr(wattwise.sources, "open_sources", steady_sources({"gpu:0": WATTS}, clock))
-    monkeypatch.setattr(wattwise.probing, "clock", clock)
-    return clock
 
 
 TRAINER = {"max_epochs": 2, "accelerator": "cpu", "logger": False, "enable_progress_bar": False}

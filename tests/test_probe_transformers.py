@@ -11,18 +11,16 @@ import pytest
 import torch
 from accelerate.state import AcceleratorState
 from datasets import Dataset
-from fakes import FakeClock, on_clock, steady_sources
+from fakes import PROBE_WATTS, FakeClock, on_clock
 from transformers import GPT2Config, GPT2LMHeadModel, Trainer, TrainingArguments
 
-import wattwise.probing
-import wattwise.sources
 from wattwise.integrations.transformers import EnergyCallback, probe
 from wattwise.options import Options
 
 VOCAB = 64
 STEP_S = 0.25  # fake seconds per training step and per evaluation batch (``Ticking``)
 EVAL_SETUP_S = 1.0
-WATTS = 100.0  # 25 J a step or batch, 100 J an evaluation's set-up
+WATTS = PROBE_WATTS  # 25 J a step or batch, 100 J an evaluation's set-up
 
 
 def tokens(n: int, seed: int) -> Dataset:
@@ -59,14 +57,6 @@ class Ticking(Trainer):
         if self.fake_clock is not None:
             self.fake_clock.now += STEP_S
         return super().prediction_step(*args, **kwargs)
-
-
-@pytest.fixture
-def steady(monkeypatch) -> FakeClock:
-    clock = FakeClock()
-    monkeypatch.setattr(wattwise.sources, "open_sources", steady_sources({"gpu:0": WATTS}, clock))
-    monkeypatch.setattr(wattwise.probing, "clock", clock)
-    return clock
 
 
 def make_trainer(tmp_path, *, clock=None, callbacks=(), max_batch=1000, **overrides) -> Ticking:
