@@ -32,6 +32,15 @@ Why this long: at 5-20 s a run, 10% of it (0.5-2 s) fell inside the process's st
 (allocator, thread pools, first-iteration caches, Keras tracing), a share of the run that no real
 training run has. The runs were lengthened with the same shapes (more steps or epochs).
 
+Denormals: torch runs with denormal floats flushed to zero (``torch.set_flush_denormal(True)``,
+``--denormals`` to keep them). On an Intel Xeon (2026-12-02), the MLP runs' weights and optimizer
+state drift into denormal floats within 10-20 s, after which a step costs about twice the CPU time
+(bare Keras, no callback: 20 ms a step for the first 40% of 1000 steps, 44 ms in the last 20%; with
+flushing, 21 ms throughout). That doubles the later steps' energy, which no forecast made from the
+first 10% (wattwise's or the baseline's) can foresee, and which a real run on data that keeps its
+gradients away from 1e-38 (or on a GPU, which flushes by default) does not have. The earlier tables
+were made on an AMD EPYC, where denormals cost little.
+
 Measurement windows: the forecaster needs at least 5 windows (the first is always dropped as
 start-up), so every run uses ``window_s=0.05`` (changeable with ``--window-s``), not the default
 0.5 s: at 5% of a 25 s run, 0.5 s windows would be too few.
@@ -88,6 +97,11 @@ if "TORCHINDUCTOR_CACHE_DIR" not in os.environ:  # compile from cold in every in
     atexit.register(shutil.rmtree, os.environ["TORCHINDUCTOR_CACHE_DIR"], ignore_errors=True)
 
 import torch  # noqa: E402
+
+# Denormal floats flushed to zero (as GPUs do by default), before any thread pool starts so that its
+# threads inherit it; --denormals keeps them (see "Denormals" in the docstring).
+DENORMALS = "--denormals" in sys.argv
+torch.set_flush_denormal(not DENORMALS)
 
 from wattwise.config import Config  # noqa: E402
 from wattwise.meter import EnergyMeter  # noqa: E402
@@ -549,6 +563,7 @@ def main() -> None:
     parser.add_argument("--only", default="", help="comma-separated run names (default: all): " + ",".join(RUNS))
     parser.add_argument("--window-s", type=float, default=0.05)
     parser.add_argument("--detail", action="store_true", help="also print every milestone of every run")
+    parser.add_argument("--denormals", action="store_true", help="keep denormal floats (default: flushed to zero)")
     cli = parser.parse_args()
     names = [n for n in cli.only.split(",") if n] or list(RUNS)
     warnings.filterwarnings("ignore")
@@ -583,7 +598,7 @@ def main() -> None:
     scores = [score(r) for r in results]
     print()
     print(f"window_s={cli.window_s}, {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
-          f"torch {torch.__version__}")
+          f"torch {torch.__version__}, denormals {'kept' if DENORMALS else 'flushed'}, load {os.getloadavg()[0]:.1f}")
     print("\n".join(table(results, scores)))
     print()
     print("\n".join(summary(results, scores)))
