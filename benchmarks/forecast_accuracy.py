@@ -33,8 +33,8 @@ Why this long: at 5-20 s a run, 10% of it (0.5-2 s) fell inside the process's st
 training run has. The runs were lengthened with the same shapes (more steps or epochs).
 
 Denormals: torch runs with denormal floats flushed to zero (``torch.set_flush_denormal(True)``,
-``--denormals`` to keep them). On an Intel Xeon (2026-12-02), the MLP runs' weights and optimizer
-state drift into denormal floats within 10-20 s, after which a step costs about twice the CPU time
+``--denormals`` to keep them). On an Intel Xeon (2026-12-02), the MLP runs' arithmetic drifts
+into denormal floats within 10-20 s, after which a step costs about twice the CPU time
 (bare Keras, no callback: 20 ms a step for the first 40% of 1000 steps, 44 ms in the last 20%; with
 flushing, 21 ms throughout). That doubles the later steps' energy, which no forecast made from the
 first 10% (wattwise's or the baseline's) can foresee, and which a real run on data that keeps its

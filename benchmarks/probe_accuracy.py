@@ -34,9 +34,8 @@ machine this was written on): it tracks CPU time, so a shared machine's load mov
 one thread by default (``--threads=N`` to change): with two threads on two shared vCPUs, other
 tenants' load made the same GPT-2 step cost 60 to 310 ms of CPU time (threads spinning at their
 barriers), which no probe taken minutes earlier can foresee; on one thread it stayed within 60-64 ms.
-Denormal floats are flushed to zero (``--denormals`` keeps them): on an Intel Xeon the MLPs' weights
-and optimizer state drift into denormals within 10-20 s, after which a step costs twice the CPU time
-(``benchmarks/forecast_accuracy.py``'s docstring has the measurement).
+Denormal floats are flushed to zero (``--denormals`` keeps them): on an Intel Xeon the MLPs' arithmetic
+drifts into denormals within 10-20 s, after which a step costs twice the CPU time (``benchmarks/forecast_accuracy.py``'s docstring has the measurement).
 """
 
 from __future__ import annotations
