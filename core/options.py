@@ -17,12 +17,9 @@ from __future__ import annotations
 
 import numbers
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
 from .config import Config
-
-if TYPE_CHECKING:
-    from .probe_result import ProbeResult
+from .probe_result import ProbeResult  # a real import: LightningCLI / jsonargparse resolve the signature
 
 
 class Options:
