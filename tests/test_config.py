@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -128,6 +129,8 @@ def test_region_needs_a_country():
 # ---- WATTWISE_<NAME> environment variables ---------------------------------------------------------------
 
 # One valid environment value per argument, and the value the config should hold.
+PROBE_JSON = Path(tempfile.mkdtemp(prefix="wattwise-test-probe-")) / "probe.json"  # WATTWISE_PROBE names a file
+PROBE_JSON.write_text('{"framework": "loop", "candidates": []}')
 ENV_VALUES = {
     "country_iso_code": ("deu", "DEU"),
     "region": ("bavaria", "bavaria"),
@@ -148,6 +151,7 @@ ENV_VALUES = {
     "budget_kg_co2e": ("2", 2.0),
     "on_budget": ("stop", "stop"),
     "registry": ("/tmp/runs.sqlite", "/tmp/runs.sqlite"),
+    "probe": (str(PROBE_JSON), str(PROBE_JSON)),
 }
 PAIRED = {  # arguments that are only valid with another one
     "region": {"country_iso_code": "DEU"},

@@ -180,7 +180,14 @@ def run_child(tmp_path, framework: str, sig: str = "SIGTERM") -> subprocess.Comp
     env.update(WATTWISE_REGISTRY=str(tmp_path / "runs.sqlite"), KERAS_BACKEND="torch", HF_HUB_OFFLINE="1",
                TRANSFORMERS_OFFLINE="1", HF_DATASETS_OFFLINE="1", CUDA_VISIBLE_DEVICES="", WANDB_MODE="disabled")
     return subprocess.run([sys.executable, str(SCRIPT), framework, str(tmp_path), sig], cwd=tmp_path, env=env,
-                          capture_output=True, text=True, timeout=CHILD_TIMEOUT_S)
+                          capture_output=True, text=True, timeout=CHILD_TIMEOUT_S, preexec_fn=_interactive_signals)
+
+
+def _interactive_signals() -> None:
+    """The child as a foreground process has them: a test suite started in the background (``make test &``)
+    passes SIGINT on ignored, and Python then installs no KeyboardInterrupt handler at all."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def assert_partial_everywhere(tmp_path, done: subprocess.CompletedProcess, signal_name: str) -> None:
