@@ -216,7 +216,9 @@ def _checked_sources(sources: Any) -> tuple[str, ...]:
 
 def _checked_probe(probe: Any) -> Any:
     """A ``ProbeResult`` as it is, or the path of a readable ``probe.json`` as a string."""
-    if hasattr(probe, "to_dict") and hasattr(probe, "candidates"):
+    from .probe_result import ProbeResult
+
+    if isinstance(probe, ProbeResult):
         return probe
     if not isinstance(probe, str | os.PathLike) or not os.fspath(probe).strip():
         raise ValueError(f"probe must be a ProbeResult (wattwise.probe's result) or the path of its probe.json, "
