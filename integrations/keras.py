@@ -96,9 +96,8 @@ class EnergyCallback(Options, keras.callbacks.Callback):
     def _configured(self) -> None:
         self.runs = RunSeries(self, framework="keras")  # checks the location now
         self._call: str | None = None  # "fit", "evaluate" or "predict": the call being measured
-        self._train_batches: Any = None  # Keras's epoch iterators of the running passes (their batches)
-        self._pass_batches: Any = None
-        self._train_sizes: tuple[int, int, int] | None = None  # _batch_sizes of the epoch iterator
+        self._train_sizes: tuple[int, int, int] | None = None  # _batch_sizes of fit's epoch iterator
+        self._pass_batches: Any = None  # Keras's epoch iterator of the running pass (its batches)
         self._last_batch = self._pass_batch = -1  # the last step seen in the epoch / in the pass
         self._epoch_samples = 0  # samples in the epoch's batches up to _last_batch
         self._pass_samples = 0
@@ -131,11 +130,10 @@ class EnergyCallback(Options, keras.callbacks.Callback):
         self._steps_per_epoch = steps if isinstance(steps, int) and steps > 0 else None
         run.plan(self.runs.planned_steps or _planned_steps(self.params))
         run.set_work(model=self.model)  # for the run registry's calibration
-        self._train_batches = _epoch_iterator()
-        self._train_sizes = _batch_sizes(self._train_batches)
+        self._train_sizes = _batch_sizes(_epoch_iterator())
         run.evidence.describe(
             framework="keras", precision=precision_name(keras.config.dtype_policy().name),
-            batch_size=getattr(getattr(self._train_batches, "data_adapter", None), "batch_size", None),
+            batch_size=self._train_sizes[0] if self._train_sizes else None,
         )
 
     @guarded
@@ -274,7 +272,7 @@ class EnergyCallback(Options, keras.callbacks.Callback):
 
     def _close(self) -> None:
         self._call = None
-        self._train_batches = self._pass_batches = None
+        self._train_sizes = self._pass_batches = None
         self.runs.close()
 
 
@@ -286,7 +284,7 @@ def _abandon(callback_ref: weakref.ref, run: Run) -> None:
     callback = callback_ref()
     if callback is not None and callback.runs.run is run:
         callback._call = None
-        callback._train_batches = callback._pass_batches = None
+        callback._train_sizes = callback._pass_batches = None
         callback.runs.close(partial=True, at_last_reading=True)
     else:
         run.finish_interrupted("the call ended without saying so (it raised)", at_last_reading=True)
