@@ -1,10 +1,11 @@
 """Per-step overhead of EnergyCallback against no callback (and against transformers' CodeCarbonCallback).
 
-Run:  python benchmarks/overhead.py [--rounds 7] [--steps 200] [--frameworks hf,lightning,keras]
+Run:  python benchmarks/overhead.py [--rounds 7] [--steps 200] [--frameworks hf,lightning,keras] [--small]
 
 For each framework, the same tiny model (a step of about 10 ms on a laptop-class CPU) is trained
 with each configuration, interleaved round by round in one process so that machine noise hits all
-of them alike. Each run's steady-state time per step is (last step end - first timed step end) /
+of them alike (``--small``: smaller models, steps of about 2 ms, where a hook's fixed cost weighs
+most). Each run's steady-state time per step is (last step end - first timed step end) /
 steps, after warm-up steps; the ratio to the no-callback run *of the same round* is taken, and the
 median over rounds is printed with its range. Everything is offline and on the CPU.
 """
@@ -24,6 +25,12 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
 
 WARMUP_STEPS = 20
+# model sizes: the default (steps of 5-20 ms on a 2-vCPU VM) and --small (about 2 ms)
+SIZES = {
+    "default": {"hidden": 1024, "gpt_embd": 64, "gpt_layers": 2, "hf_batch": 8},
+    "small": {"hidden": 64, "gpt_embd": 16, "gpt_layers": 1, "hf_batch": 2},
+}
+SIZE = SIZES["default"]
 HOOK_CALLS: list[tuple[float, float]] = []  # (start, seconds) of every call into an instrumented callback
 
 
@@ -79,12 +86,12 @@ def hf_configs(steps: int) -> dict[str, Callable[[], list[float]]]:
     def train(extra: list) -> list[float]:
         torch.manual_seed(0)
         model = GPT2LMHeadModel(
-            GPT2Config(vocab_size=256, n_positions=32, n_embd=64, n_layer=2, n_head=4, bos_token_id=0, eos_token_id=0)
+            GPT2Config(vocab_size=256, n_positions=32, n_embd=SIZE["gpt_embd"], n_layer=SIZE["gpt_layers"], n_head=4, bos_token_id=0, eos_token_id=0)
         )
         clock = StepClock()
         with tempfile.TemporaryDirectory() as out:
             args = TrainingArguments(
-                output_dir=out, max_steps=steps, per_device_train_batch_size=8, logging_steps=50,
+                output_dir=out, max_steps=steps, per_device_train_batch_size=SIZE["hf_batch"], logging_steps=50,
                 save_strategy="no", report_to=[], use_cpu=True, disable_tqdm=True, log_level="error",
             )
             trainer = Trainer(model=model, args=args, train_dataset=dataset, callbacks=[clock, *extra(out)])
@@ -132,9 +139,10 @@ def lightning_configs(steps: int) -> dict[str, Callable[[], list[float]]]:
     class Model(pl.LightningModule):
         def __init__(self) -> None:
             super().__init__()
+            hidden = SIZE["hidden"]
             self.net = torch.nn.Sequential(
-                torch.nn.Linear(256, 1024), torch.nn.ReLU(), torch.nn.Linear(1024, 1024), torch.nn.ReLU(),
-                torch.nn.Linear(1024, 10),
+                torch.nn.Linear(256, hidden), torch.nn.ReLU(), torch.nn.Linear(hidden, hidden), torch.nn.ReLU(),
+                torch.nn.Linear(hidden, 10),
             )
 
         def training_step(self, batch, batch_idx):
@@ -189,8 +197,8 @@ def keras_configs(steps: int) -> dict[str, Callable[[], list[float]]]:
         init = keras.initializers.GlorotUniform(seed=0)
         model = keras.Sequential([
             keras.Input((256,)),
-            keras.layers.Dense(1024, activation="relu", kernel_initializer=init),
-            keras.layers.Dense(1024, activation="relu", kernel_initializer=init),
+            keras.layers.Dense(SIZE["hidden"], activation="relu", kernel_initializer=init),
+            keras.layers.Dense(SIZE["hidden"], activation="relu", kernel_initializer=init),
             keras.layers.Dense(10, kernel_initializer=init),
         ])
         model.compile(optimizer="sgd", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
@@ -221,15 +229,18 @@ def seconds_per_step(ends: list[float]) -> float:
     return (timed[-1] - timed[0]) / (len(timed) - 1)
 
 
-def hook_share(ends: list[float]) -> float:
-    """Time spent inside wattwise's hooks over the timed steps, as a fraction of their wall time."""
+def hook_time(ends: list[float]) -> tuple[float, float]:
+    """Time spent inside wattwise's hooks over the timed steps: as a fraction of their wall time, and
+    in seconds per step."""
     first, last = ends[WARMUP_STEPS], ends[-1]
-    return sum(seconds for start, seconds in HOOK_CALLS if first <= start < last) / (last - first)
+    inside = sum(seconds for start, seconds in HOOK_CALLS if first <= start < last)
+    return inside / (last - first), inside / (len(ends) - 1 - WARMUP_STEPS)
 
 
 def measure(name: str, configs: dict[str, Callable[[], list[float]]], rounds: int) -> None:
     per_round: dict[str, list[float]] = {key: [] for key in configs}
     shares: list[float] = []
+    per_step: list[float] = []
     keys = list(configs)
     for r in range(rounds):
         order = keys[r % len(keys):] + keys[: r % len(keys)]  # rotate who goes first
@@ -237,7 +248,9 @@ def measure(name: str, configs: dict[str, Callable[[], list[float]]], rounds: in
             ends = configs[key]()
             per_round[key].append(seconds_per_step(ends))
             if key == "wattwise":
-                shares.append(hook_share(ends))
+                share, seconds = hook_time(ends)
+                shares.append(share)
+                per_step.append(seconds)
     base = per_round["none"]
     print(f"\n{name}: {rounds} rounds, median step without callback {1000 * statistics.median(base):.2f} ms")
     print(f"  {'configuration':<12} {'ms/step':>8} {'ratio (median)':>15} {'ratio range':>18}")
@@ -247,7 +260,8 @@ def measure(name: str, configs: dict[str, Callable[[], list[float]]], rounds: in
             f"  {key:<12} {1000 * statistics.median(values):8.3f} {statistics.median(ratios):15.4f}"
             f"   [{min(ratios):.4f}, {max(ratios):.4f}]"
         )
-    print(f"  time inside wattwise's hooks: {100 * statistics.median(shares):.3f}% of the step time (median)")
+    print(f"  time inside wattwise's hooks: {100 * statistics.median(shares):.3f}% of the step time, "
+          f"{1e6 * statistics.median(per_step):.1f} us per step (medians)")
 
 
 def main() -> None:
@@ -255,7 +269,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--frameworks", default=",".join(FRAMEWORKS))
+    parser.add_argument("--small", action="store_true", help="smaller models: steps of about 2 ms")
     cli = parser.parse_args()
+    SIZE.update(SIZES["small" if cli.small else "default"])
     import logging
 
     logging.getLogger("wattwise").setLevel(logging.ERROR)

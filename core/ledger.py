@@ -11,7 +11,8 @@ Example::
 
 Energy is read in *windows*: the meter is read when at least ``window_s`` has passed at a step, at
 every log step and at every phase boundary, never more often. A window's joules go to the phase
-that was running (``train``, ``eval``, ``test``, ``predict``) and are shared equally by its steps.
+that was running (``train``, ``eval``, ``test``, ``predict``) and are shared equally by its steps;
+its steps and samples are counted into the phase at the same reading.
 Every joule goes to a step: a window without steps (a log, the set-up of an evaluation, the end of
 training) joins the window before it, whatever its phase, because the time after a step until the
 next one belongs to that step; at the very start, before any step, it waits for the first window
@@ -79,12 +80,14 @@ class Ledger:
         self._pass_start_samples = 0
         self.passes_ended = 0
         self.window_steps = 0
+        self.window_samples = 0  # samples of this window's steps: the phase's count at its reading
         self._window_work = 0.0  # tokens of this window's steps, when the integration counts them
         self._window_work_steps = 0  # how many of its steps came with their tokens
         self.global_step = 0
         self.first = self.last = self._read()
         self.evidence = EvidenceCollector(meter, self.first)  # what the advisor reads at the end
         self._next_read_at = self.first.timestamp_s + window_s
+        self._schedule()
         self.timeline = Timeline([c.name for c in meter.components])
         self.held: Window | None = None  # the last closed window, written once the next one is known
 
@@ -95,20 +98,29 @@ class Ledger:
 
     # ---- counting ------------------------------------------------------------------------------
 
-    def step(self, work: float | None = None, steps: int = 1) -> bool:
-        """``steps`` steps ended; ``work``: their tokens, when the framework counts them. Returns
-        whether ``window_s`` has passed since the last reading (the window is due)."""
+    def step(self, work: float | None = None, steps: int = 1, samples: int = 0) -> bool:
+        """``steps`` steps ended, with their ``samples``; ``work``: their tokens, when the framework
+        counts them. Returns whether the window is due (as ``due()``, inlined: this runs every step)."""
         self.window_steps += steps
+        self.window_samples += samples
         if work is not None:
             self._window_work += work
             self._window_work_steps += steps
-        return self.due()
+        now = self._clock()
+        return now >= self._due_at or now < self._back_at
 
     def due(self) -> bool:
         """Whether ``window_s`` has passed since the last reading, or the clock went back since (the
         meter then takes the jump out of the time at once, rather than after the jump's length)."""
-        now = self._clock() + self.meter.clock_shift_s
-        return now >= self._next_read_at or now < self.last.timestamp_s
+        now = self._clock()
+        return now >= self._due_at or now < self._back_at
+
+    def _schedule(self) -> None:
+        """The next reading's time, and the last one's, on the clock's own scale (the meter's times
+        are the clock's plus the shifts it made for a clock that went back, which only a reading
+        changes): ``step()`` compares the clock with them and adds nothing."""
+        self._due_at = self._next_read_at - self.meter.clock_shift_s
+        self._back_at = self.last.timestamp_s - self.meter.clock_shift_s
 
     def add_samples(self, phase: str, samples: int) -> None:
         self.phases[phase].samples += samples
@@ -154,7 +166,10 @@ class Ledger:
         reading = reading if reading is not None else self._read()
         previous, self.last = self.last, reading
         self._next_read_at = reading.timestamp_s + self.window_s
+        self._schedule()
         steps, self.window_steps = self.window_steps, 0
+        self.phases[self.phase].samples += self.window_samples
+        self.window_samples = 0
         work = self._window_work if self._window_work_steps == steps else None  # only if every step said
         self._window_work, self._window_work_steps = 0.0, 0
         duration_s = max(0.0, reading.timestamp_s - previous.timestamp_s)  # the meter's time never goes back

@@ -242,9 +242,7 @@ class Run(Syncing, Figures, Notes, Options):
         ledger = self.ledger
         if ledger is None or self.finished:
             return False
-        if samples:
-            ledger.add_samples(ledger.phase, samples)
-        due = ledger.step(tokens, steps)
+        due = ledger.step(tokens, steps, samples or 0)
         if self._sync_step is not None and ledger.phase == "train" and ledger.train_steps_done >= self._sync_step:
             self.sync()  # across ranks only: a step count every rank reaches
             return True

@@ -92,6 +92,7 @@ class EnergyCallback(Options, TrainerCallback):
         self._training_type = "fine-tuning"  # "pre-training" for a model built from a config
         self._tokens_seen = 0  # state.num_input_tokens_seen at the previous step
         self._count_tokens = False  # whether the Trainer counts each step's tokens
+        self._step_samples = 0  # samples of an optimizer step on this rank (read from the arguments once)
         self._call: str | None = None  # the Trainer call running now: "train", "evaluate", "predict"
 
     @property
@@ -114,6 +115,8 @@ class EnergyCallback(Options, TrainerCallback):
         self._place_before_loggers()
         self._tokens_seen = state.num_input_tokens_seen  # a resumed run restores it first
         self._count_tokens = args.include_num_input_tokens_seen not in ("no", False, None)
+        # the batch size x accumulation (a short last batch counted full)
+        self._step_samples = args.per_device_train_batch_size * args.gradient_accumulation_steps
         run = self.runs.open(
             "train", output_dir=args.output_dir, is_main_process=state.is_world_process_zero,
             across_ranks=True,  # every rank runs these hooks at the same steps: totals are over all ranks
@@ -131,11 +134,11 @@ class EnergyCallback(Options, TrainerCallback):
             tokens = state.num_input_tokens_seen - self._tokens_seen
             self._tokens_seen = state.num_input_tokens_seen
         run = self.runs.run
-        # samples of an optimizer step on this rank: the batch size x accumulation (a short last batch counted full)
-        run.step(samples=args.per_device_train_batch_size * args.gradient_accumulation_steps, tokens=tokens)
+        run.step(samples=self._step_samples, tokens=tokens)
         if run.should_stop:  # on_budget="stop" and the budget is spent
             control.should_training_stop = True
-        self._maybe_begin_eval(control)
+        if control.should_evaluate:  # _maybe_begin_eval, inlined: this runs every step
+            run.begin("eval")
 
     @guarded
     def on_epoch_end(self, args, state, control, **kwargs):
