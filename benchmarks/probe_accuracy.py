@@ -20,7 +20,12 @@ Each ``probe`` measures ``steps`` steps per candidate (16 for HF, 24 for Lightni
 0.05 s windows for the forecaster's warm-up rule at the cheapest step) plus a few evaluation
 batches, then projects the planned run (the epochs at the candidate's batch size, evaluation
 included). The tables give, per candidate: the projection with its 90% interval, the full run's
-measured energy, the error, whether the interval held it, and both rankings. Targets (issue 15):
+measured energy, the error, whether the interval held it, and both rankings. After the full runs
+the same probe runs again, and the last column gives each candidate's training joules per step as
+the probe measured it, as its full run did, and as the re-probe did: a projection that is off
+because the machine's speed moved between the probe and the full run (a shared host) then shows
+as a re-probe that moved with the full run, and one off by its own arithmetic as a re-probe that
+did not. Targets (issue 15):
 every projection within 15% of its full run; the ranking matches the full runs wherever two
 candidates' measured energies differ by more than 10%; the probe's own energy at most 10% of one
 full run's (given against the cheapest full run, and the mean). That share is set by the
@@ -78,6 +83,8 @@ class Outcome:
     result: Any  # ProbeResult
     measured_j: list[float] = field(default_factory=list)
     measured_s: list[float] = field(default_factory=list)
+    full_step_j: list[float] = field(default_factory=list)  # each full run's training joules per step
+    reprobe: Any = None  # the same probe again, after the full runs: how far the machine drifted meanwhile
     wall_s: float = 0.0
 
 
@@ -225,9 +232,16 @@ def _measure(name: str, run_probe: Callable[[], Any], candidates: list[dict], fu
         report = full(config)
         outcome.measured_j.append(report.energy_j)
         outcome.measured_s.append(report.duration_s)
+        train = report.by_phase["train"]
+        outcome.full_step_j.append(train.energy_j / train.steps)
         print(f"[{name}] full run {config}: {report.energy_j:.1f} J in {report.duration_s:.1f} s", flush=True)
+    outcome.reprobe = run_probe()
     outcome.wall_s = time.monotonic() - started
     return outcome
+
+
+def _step_j(candidate: Any) -> str:
+    return "-" if candidate.energy_per_step_j is None else f"{candidate.energy_per_step_j:.3f}"
 
 
 def _label(config: dict) -> str:
@@ -265,8 +279,9 @@ def table(outcome: Outcome, scores: dict) -> list[str]:
     cands = outcome.result.candidates
     proj_rank, meas_rank = _ranks([c.projected_energy_j for c in cands]), _ranks(outcome.measured_j)
     lines = [f"### {outcome.name}", "",
-             "| candidate | projected J (90% interval) | measured J | error | held | rank projected / measured |",
-             "|---|---|---|---|---|---|"]
+             "| candidate | projected J (90% interval) | measured J | error | held | rank projected / measured "
+             "| J/step: probe, full run, re-probe |",
+             "|---|---|---|---|---|---|---|"]
     for i, c in enumerate(cands):
         if c.projected_energy_j is None:
             projected = f"- ({c.error or c.note})"
@@ -275,7 +290,8 @@ def table(outcome: Outcome, scores: dict) -> list[str]:
         error = "-" if scores["errors"][i] is None else f"{scores['errors'][i]:+.1f}%"
         held = {True: "yes", False: "no", None: "-"}[scores["held"][i]]
         lines.append(f"| {_label(c.config)} | {projected} | {outcome.measured_j[i]:.0f} | {error} | {held} | "
-                     f"{proj_rank[i]} / {meas_rank[i]} |")
+                     f"{proj_rank[i]} / {meas_rank[i]} | {_step_j(c)}, {outcome.full_step_j[i]:.3f}, "
+                     f"{_step_j(outcome.reprobe.candidates[i])} |")
     r = outcome.result
     lines += ["", f"probe: {r.probe_energy_j:.1f} J, {r.probe_duration_s:.1f} s = {100 * scores['share_cheapest']:.1f}% "
               f"of the cheapest full run, {100 * scores['share_mean']:.1f}% of the mean; ranking pairs (measured "
