@@ -15,6 +15,7 @@ from wattwise.advisor import Recommendation
 from wattwise.budget import Budget
 from wattwise.carbon import resolve_intensity
 from wattwise.config import Config
+from wattwise.figures import SAMPLE_J
 from wattwise.forecast import Forecast
 from wattwise.meter import EnergyMeter
 from wattwise.render import plain_summary
@@ -60,6 +61,22 @@ def test_counters_are_read_per_window_not_per_step(tmp_path, steady_source):
     report = session.finish()
     assert report.train_steps == 1000
     assert report.energy_j == pytest.approx(100.0 * 10.0)
+
+
+def test_samples_are_counted_with_their_window_so_sample_j_divides_like_by_like(tmp_path, steady_source):
+    clock = FakeClock()
+    session = make_session(tmp_path, clock, [steady_source({"gpu:0": 100.0}, clock)], window_s=1.0)
+    for _ in range(10):  # 1 s, 10 steps of 4 samples: the window closes at the 10th
+        clock.now += 0.1
+        session.step(samples=4)
+    for _ in range(5):  # half a window more: counted, not yet read
+        clock.now += 0.1
+        session.step(samples=4)
+    assert session.ledger.phases["train"].samples == 40
+    metrics = session.metrics(read=False)  # the figures of the last reading: 100 J over 40 samples
+    assert metrics[SAMPLE_J] == pytest.approx(100.0 / 40)
+    assert session.metrics()[SAMPLE_J] == pytest.approx(50.0 / 20)  # read now: the open half window
+    assert session.finish().by_phase["train"].samples == 60
 
 
 def test_window_energy_sums_to_total_and_is_split_by_phase(tmp_path, steady_source):
