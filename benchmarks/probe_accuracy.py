@@ -134,12 +134,12 @@ def _hf_run(trainer: Callable, config: dict, callback_class: type) -> Any:
 # ---- Lightning -------------------------------------------------------------------------------------
 
 
-def pl(scale: float, scratch: str) -> Outcome:
+def lightning_mlp(scale: float = 1.0) -> tuple[type, type]:
+    """The Lightning set-up: the MLP module and its datamodule (``Data(batch_size)``); also
+    ``step_drift.py``'s."""
     import lightning.pytorch as L
     import torch
     from torch.utils.data import DataLoader, TensorDataset
-
-    from wattwise.integrations.lightning import EnergyCallback, probe
 
     g = torch.Generator().manual_seed(0)
     n = int(131072 * scale)
@@ -175,6 +175,15 @@ def pl(scale: float, scratch: str) -> Outcome:
         def configure_optimizers(self):
             return torch.optim.AdamW(self.parameters(), lr=1e-3)
 
+    return MLP, Data
+
+
+def pl(scale: float, scratch: str) -> Outcome:
+    import lightning.pytorch as L
+
+    from wattwise.integrations.lightning import EnergyCallback, probe
+
+    MLP, Data = lightning_mlp(scale)
     kwargs = {"max_epochs": 8, "accelerator": "cpu", "logger": False, "enable_checkpointing": False,
               "enable_progress_bar": False, "enable_model_summary": False, "default_root_dir": scratch}
 

@@ -2,8 +2,8 @@
 
 Run:  python benchmarks/step_drift.py [--precision bf16-mixed] [--epochs 8]     (about 1 minute in bf16)
 
-Trains ``probe_accuracy.py``'s Lightning MLP (256 -> 1024 -> 1024 -> 1, batch 1024, 131072 samples,
-validation each epoch) on one torch thread with denormals flushed, and times every training step
+Trains ``probe_accuracy.py``'s Lightning MLP and data (256 -> 1024 -> 1024 -> 1, batch 1024, 131072
+samples, validation each epoch) on one torch thread with denormals flushed, and times every training step
 with ``time.process_time()`` (CPU time: what wattwise's CPU estimate follows). Prints each epoch's
 median and mean CPU milliseconds per step. Every step does the same arithmetic, so the spread
 between epochs is the machine's: on a shared host, other tenants' use of the same caches and
@@ -32,33 +32,13 @@ def main() -> None:
     cli = parser.parse_args()
     import lightning.pytorch as L
     import torch
-    from torch.utils.data import DataLoader, TensorDataset
+    from probe_accuracy import lightning_mlp  # this directory: the script's own
 
     for name in ("lightning", "lightning.pytorch"):
         logging.getLogger(name).setLevel(logging.ERROR)
     torch.set_num_threads(1)
     torch.set_flush_denormal(True)
-    g = torch.Generator().manual_seed(0)
-    train = TensorDataset(torch.randn(131072, 256, generator=g), torch.randn(131072, 1, generator=g))
-    val = TensorDataset(torch.randn(8192, 256, generator=g), torch.randn(8192, 1, generator=g))
-
-    class MLP(L.LightningModule):
-        def __init__(self) -> None:
-            super().__init__()
-            torch.manual_seed(0)
-            self.net = torch.nn.Sequential(torch.nn.Linear(256, 1024), torch.nn.ReLU(), torch.nn.Linear(1024, 1024),
-                                           torch.nn.ReLU(), torch.nn.Linear(1024, 1))
-
-        def training_step(self, batch, batch_idx):
-            x, y = batch
-            return torch.nn.functional.mse_loss(self.net(x), y)
-
-        def validation_step(self, batch, batch_idx):
-            x, y = batch
-            self.log("val_loss", torch.nn.functional.mse_loss(self.net(x), y))
-
-        def configure_optimizers(self):
-            return torch.optim.AdamW(self.parameters(), lr=1e-3)
+    MLP, Data = lightning_mlp()
 
     class StepClock(L.Callback):
         def __init__(self) -> None:
@@ -74,7 +54,7 @@ def main() -> None:
     trainer = L.Trainer(max_epochs=cli.epochs, accelerator="cpu", logger=False, enable_checkpointing=False,
                         enable_progress_bar=False, enable_model_summary=False, precision=cli.precision,
                         callbacks=[clock])
-    trainer.fit(MLP(), DataLoader(train, batch_size=1024, shuffle=True), DataLoader(val, batch_size=1024))
+    trainer.fit(MLP(), datamodule=Data(1024))
     medians = []
     for epoch, ends in enumerate(clock.cpu_s):
         steps_ms = [1e3 * (b - a) for a, b in zip(ends, ends[1:], strict=False)]  # the epoch's first step holds its set-up
