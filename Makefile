@@ -32,7 +32,7 @@ test: install
 bench: install
 	$(PY) benchmarks/overhead.py
 
-bench-all: bench  # also the forecast accuracy (about 6 min) and the cross-rank cost (about 3 min)
+bench-all: bench  # also the forecast accuracy (about 11 min) and the cross-rank cost (about 3 min)
 	$(PY) benchmarks/forecast_accuracy.py
 	$(PY) benchmarks/distributed_overhead.py
 
