@@ -86,8 +86,7 @@ class Ledger:
         self.global_step = 0
         self.first = self.last = self._read()
         self.evidence = EvidenceCollector(meter, self.first)  # what the advisor reads at the end
-        self._next_read_at = self.first.timestamp_s + window_s
-        self._schedule()
+        self._schedule(self.first.timestamp_s + window_s)
         self.timeline = Timeline([c.name for c in meter.components])
         self.held: Window | None = None  # the last closed window, written once the next one is known
 
@@ -115,11 +114,11 @@ class Ledger:
         now = self._clock()
         return now >= self._due_at or now < self._back_at
 
-    def _schedule(self) -> None:
+    def _schedule(self, next_read_at: float) -> None:
         """The next reading's time, and the last one's, on the clock's own scale (the meter's times
         are the clock's plus the shifts it made for a clock that went back, which only a reading
         changes): ``step()`` compares the clock with them and adds nothing."""
-        self._due_at = self._next_read_at - self.meter.clock_shift_s
+        self._due_at = next_read_at - self.meter.clock_shift_s
         self._back_at = self.last.timestamp_s - self.meter.clock_shift_s
 
     def add_samples(self, phase: str, samples: int) -> None:
@@ -165,8 +164,7 @@ class Ledger:
         """Read the meter (or take ``reading``) and give the window's joules to its steps and phase."""
         reading = reading if reading is not None else self._read()
         previous, self.last = self.last, reading
-        self._next_read_at = reading.timestamp_s + self.window_s
-        self._schedule()
+        self._schedule(reading.timestamp_s + self.window_s)
         steps, self.window_steps = self.window_steps, 0
         self.phases[self.phase].samples += self.window_samples
         self.window_samples = 0
