@@ -190,9 +190,12 @@ class Forecaster:
         if capped:  # warm-up still in the later half of the steps seen: the level is not known yet
             return None
         steady = self._windows[warmup:]
-        if len(steady) < MIN_STEADY_WINDOWS or sum(w.steps for w in steady) == 0:
+        if len(steady) < MIN_STEADY_WINDOWS:
             return None
-        warmup_steps = sum(w.steps for w in self._windows[:warmup])
+        layout = _Layout.of(steady)
+        if layout.total_steps == 0:
+            return None
+        warmup_steps = self._steps - layout.total_steps  # the windows hold every step seen
         remaining = max(self.planned_steps - self._steps, 0)
         passes = self._future_eval_passes(remaining)
         eval_j, eval_j_sd, eval_s, eval_s_sd = self._eval_costs()
@@ -203,15 +206,15 @@ class Forecaster:
         if duration_so_far is None:
             duration_so_far = self._duration_s + sum(s for _, _, s in self._eval_passes)
         tail = remaining > 0 and self._gaps > 0
-        energy_rates = _rates(steady, "energy_j")
-        if _still_falling(*energy_rates) or _falling_trend(steady):
+        energy_rates = _rates([w.energy_j for w in steady], layout)
+        if _still_falling(*energy_rates) or _falling_trend(steady, layout.per_work):
             return None
         energy = _Part(energy_so_far, *energy_rates, eval_j, eval_j_sd,
                        self._gap_j / self._gaps if tail else 0.0, self._gap_max_j if tail else 0.0)
-        duration = _Part(duration_so_far, *_rates(steady, "duration_s"), eval_s, eval_s_sd,
+        duration = _Part(duration_so_far, *_rates([w.duration_s for w in steady], layout), eval_s, eval_s_sd,
                          self._gap_s / self._gaps if tail else 0.0, self._gap_max_s if tail else 0.0)
-        blocks = min(BLOCKS, len(steady))
-        steps_per_block = max(sum(w.steps for w in steady) / blocks, 1.0)
+        blocks = len(layout.blocks)
+        steps_per_block = max(layout.total_steps / blocks, 1.0)
         t = _t_quantile(self.confidence, blocks - 1)
         e = self._projection(energy, remaining, passes, blocks, steps_per_block, t)
         d = self._projection(duration, remaining, passes, blocks, steps_per_block, t)
@@ -316,9 +319,42 @@ def min_rel_half_width(seen_steps: int, remaining_steps: int) -> float:
     return MIN_REL_HALF_WIDTH * max(1.0, math.sqrt(remaining_steps / max(seen_steps, 1)))
 
 
-def _rates(windows: list[_Window], field: str) -> tuple[float, float, float]:
+@dataclass(frozen=True)
+class _Layout:
+    """What the rates of energy and of time share: the steady windows' steps and work, whether
+    costs are taken per unit of work, the split between the earlier and the recent half of the
+    steps, and the contiguous blocks of windows (index ranges) with their steps."""
+
+    steps: list[int]
+    works: list[float]
+    total_steps: int
+    total_work: float
+    per_work: bool
+    split: int  # windows[:split] are the earlier half: a window goes to the half that holds its middle step
+    blocks: list[tuple[int, int, int]]  # (first, end, steps) of each block of windows
+
+    @classmethod
+    def of(cls, windows: list[_Window]) -> _Layout:
+        steps = [w.steps for w in windows]  # plain lists: summed in C, not per attribute
+        works = [w.work or 0.0 for w in windows]
+        total_steps = sum(steps)
+        seen, split = 0, len(windows)
+        for i, n in enumerate(steps):
+            if seen + n / 2.0 >= total_steps / 2.0:
+                split = i
+                break
+            seen += n
+        count = min(BLOCKS, len(windows))
+        size = len(windows) / count
+        bounds = [(round(b * size), round((b + 1) * size)) for b in range(count)]
+        blocks = [(lo, hi, sum(steps[lo:hi])) for lo, hi in bounds]
+        return cls(steps, works, total_steps, sum(works), _counts_work(windows), split, blocks)
+
+
+def _rates(costs: list[float], layout: _Layout) -> tuple[float, float, float]:
     """Per-step rate of the recent half of the steps, the spread of per-step rates between
-    contiguous blocks of windows, and the recent-half rate minus the earlier-half rate.
+    contiguous blocks of windows, and the recent-half rate minus the earlier-half rate, of the
+    windows' ``costs`` (joules or seconds).
 
     When every window knows the work its steps did (tokens), cost and work are kept apart: the
     cost per unit of work comes from the recent half (it may drift, and the drift is its change),
@@ -326,35 +362,19 @@ def _rates(windows: list[_Window], field: str) -> tuple[float, float, float]:
     sequence lengths, so the more steps the better), and the rate is their product. The spread is
     always that of the blocks' cost per step, which is what the remainder averages over.
     """
-    costs = [getattr(w, field) for w in windows]  # plain lists: summed in C, not per attribute
-    steps = [w.steps for w in windows]
-    works = [w.work or 0.0 for w in windows]
-    total_steps, total_work = sum(steps), sum(works)
-    per_work = _counts_work(windows)
-    work_per_step = total_work / total_steps if per_work else 1.0
+    steps, works, split, per_work = layout.steps, layout.works, layout.split, layout.per_work
+    work_per_step = layout.total_work / layout.total_steps if per_work else 1.0
 
     def rate(cost: float, n: int, work: float) -> float:
         return cost / work * work_per_step if per_work else cost / n
 
-    seen, split = 0, len(windows)
-    for i, n in enumerate(steps):  # a window goes to the half that holds its middle step
-        if seen + n / 2.0 >= total_steps / 2.0:
-            split = i
-            break
-        seen += n
     early = [sum(costs[:split]), sum(steps[:split]), sum(works[:split])]
     late = [sum(costs[split:]), sum(steps[split:]), sum(works[split:])]
     # a half with steps has work too when per_work (every window with steps has some)
-    recent = rate(*late) if late[1] else rate(sum(costs), total_steps, total_work)
+    recent = rate(*late) if late[1] else rate(sum(costs), layout.total_steps, layout.total_work)
     drift = recent - rate(*early) if early[1] and late[1] else 0.0
-    blocks = min(BLOCKS, len(windows))
-    size = len(windows) / blocks
-    block_rates = []  # per step, tokens or not: their spread is what the remainder averages over
-    for b in range(blocks):
-        lo, hi = round(b * size), round((b + 1) * size)
-        n = sum(steps[lo:hi])
-        if n:
-            block_rates.append(sum(costs[lo:hi]) / n)
+    # per step, tokens or not: their spread is what the remainder averages over
+    block_rates = [sum(costs[lo:hi]) / n for lo, hi, n in layout.blocks if n]
     sd = _stdev(block_rates) if len(block_rates) > 1 else 0.0
     return recent, sd, drift
 
@@ -372,12 +392,12 @@ def _still_falling(recent: float, sd: float, drift: float) -> bool:
     return earlier > 0 and -drift > SETTLING_DROP * earlier
 
 
-def _falling_trend(windows: list[_Window]) -> bool:
+def _falling_trend(windows: list[_Window], per_work: bool) -> bool:
     """Whether the cost per step (per token, when counted) is still falling at the end of
     ``windows``: their last quarter of steps clearly cheaper than the quarter before it (by more
     than ``SETTLING_DROP / 4`` and by more than three standard errors of the difference). A level
-    that changed once and stayed (both quarters at the new level) and noise alone are not."""
-    per_work = _counts_work(windows)
+    that changed once and stayed (both quarters at the new level) and noise alone are not.
+    ``per_work``: whether every window with steps knows its work (``_counts_work``)."""
     total = sum(w.steps for w in windows)
     quarters: list[list[tuple[float, float]]] = [[], []]  # (unit cost, weight) of quarters 3 and 4
     seen = 0
