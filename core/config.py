@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .carbon import check_location_arguments
+from .probe_result import ProbeResult
 
 SOURCE_NAMES = ("nvml", "rapl", "cpu", "ram")
 ENV_PREFIX = "WATTWISE_"
@@ -216,8 +217,6 @@ def _checked_sources(sources: Any) -> tuple[str, ...]:
 
 def _checked_probe(probe: Any) -> Any:
     """A ``ProbeResult`` as it is, or the path of a readable ``probe.json`` as a string."""
-    from .probe_result import ProbeResult
-
     if isinstance(probe, ProbeResult):
         return probe
     if not isinstance(probe, str | os.PathLike) or not os.fspath(probe).strip():

@@ -99,14 +99,13 @@ class Ledger:
 
     def step(self, work: float | None = None, steps: int = 1, samples: int = 0) -> bool:
         """``steps`` steps ended, with their ``samples``; ``work``: their tokens, when the framework
-        counts them. Returns whether the window is due (as ``due()``, inlined: this runs every step)."""
+        counts them. Returns whether the window is due (``due()``)."""
         self.window_steps += steps
         self.window_samples += samples
         if work is not None:
             self._window_work += work
             self._window_work_steps += steps
-        now = self._clock()
-        return now >= self._due_at or now < self._back_at
+        return self.due()
 
     def due(self) -> bool:
         """Whether ``window_s`` has passed since the last reading, or the clock went back since (the
@@ -117,7 +116,7 @@ class Ledger:
     def _schedule(self, next_read_at: float) -> None:
         """The next reading's time, and the last one's, on the clock's own scale (the meter's times
         are the clock's plus the shifts it made for a clock that went back, which only a reading
-        changes): ``step()`` compares the clock with them and adds nothing."""
+        changes): ``due()``, at every step, compares the clock with them and adds nothing."""
         self._due_at = next_read_at - self.meter.clock_shift_s
         self._back_at = self.last.timestamp_s - self.meter.clock_shift_s
 

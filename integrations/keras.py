@@ -149,7 +149,7 @@ class EnergyCallback(Options, keras.callbacks.Callback):
     def on_train_batch_end(self, batch, logs=None):
         if self._call != "fit":
             return
-        run = self.runs.run  # not the _run property: this runs every batch
+        run = self._run
         batch, steps = _steps_ended(batch, self._last_batch, self._steps_per_epoch)
         samples = _samples(self._train_sizes, batch + 1)
         self._last_batch, self._epoch_samples, samples = batch, samples, samples - self._epoch_samples

@@ -137,8 +137,7 @@ class EnergyCallback(Options, TrainerCallback):
         run.step(samples=self._step_samples, tokens=tokens)
         if run.should_stop:  # on_budget="stop" and the budget is spent
             control.should_training_stop = True
-        if control.should_evaluate:  # _maybe_begin_eval, inlined: this runs every step
-            run.begin("eval")
+        self._maybe_begin_eval(control)
 
     @guarded
     def on_epoch_end(self, args, state, control, **kwargs):
