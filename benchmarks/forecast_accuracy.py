@@ -75,6 +75,7 @@ from __future__ import annotations
 
 import argparse
 import atexit
+import json
 import math
 import os
 import platform
@@ -102,6 +103,8 @@ import torch  # noqa: E402
 # threads inherit it; --denormals keeps them (see "Denormals" in the docstring).
 DENORMALS = "--denormals" in sys.argv
 torch.set_flush_denormal(not DENORMALS)
+
+from forecast_replay import logged_stream_score  # noqa: E402  (benchmarks/, the script's directory)
 
 from wattwise.config import Config  # noqa: E402
 from wattwise.meter import EnergyMeter  # noqa: E402
@@ -219,21 +222,58 @@ class Result:
 
 class Logged:
     """Every forecast the callback handed to the framework's logging (``Run.metrics``), with the
-    training step it was logged at: what a user sees in TensorBoard, the console or W&B."""
+    training step it was logged at: what a user sees in TensorBoard, the console or W&B.
+
+    It also keeps what the run's forecaster was given (its windows and evaluation passes, in order)
+    and what each forecast was asked with, so that ``--record DIR`` can write them for
+    ``benchmarks/forecast_replay.py`` to project again with another forecaster, on the same input."""
 
     def __init__(self, energy) -> None:
         self.points: list[tuple[int, float, float, float]] = []  # (step, kWh, low kWh, high kWh)
+        self.blank: list[int] = []  # training steps logged at without a forecast (warm-up, too few windows)
+        self.events: list[list] = []  # ["window", steps, J, s, work] or ["eval", J, s], as fed to the forecaster
+        self.asked: list[dict] = []  # each forecast made: the events it saw, the totals and the plan
+        self.logged: list[list] = []  # each training log: the forecast (index into asked) it showed, its step, kWh
         run = energy.runs.run  # the callback's first run: the one this benchmark's single call uses
-        real = run.metrics
+        forecaster = run.projection.forecaster
+        real_metrics, real_window, real_pass, real_forecast = (
+            run.metrics, forecaster.add_window, forecaster.add_eval_pass, forecaster.forecast)
 
-        def recorded(*args, **kwargs):
-            metrics = real(*args, **kwargs)
-            if "energy/forecast_kwh" in metrics:
-                self.points.append((run.ledger.phases["train"].steps, metrics["energy/forecast_kwh"],
-                                    metrics["energy/forecast_low_kwh"], metrics["energy/forecast_high_kwh"]))
+        def metrics(*args, **kwargs):
+            metrics = real_metrics(*args, **kwargs)
+            step = run.ledger.phases["train"].steps
+            shown = [metrics.get(f"energy/forecast{key}_kwh") for key in ("", "_low", "_high")]
+            if shown[0] is not None:
+                self.points.append((step, *shown))
+            elif run.current_phase == "train":  # a training log without a forecast
+                self.blank.append(step)
+            else:
+                return metrics
+            self.logged.append([len(self.asked) - 1, step, *shown])
             return metrics
 
-        run.metrics = recorded
+        def add_window(steps, energy_j, duration_s, work=None):
+            self.events.append(["window", steps, energy_j, duration_s, work])
+            real_window(steps, energy_j, duration_s, work)
+
+        def add_eval_pass(energy_j, duration_s):
+            self.events.append(["eval", energy_j, duration_s])
+            real_pass(energy_j, duration_s)
+
+        def forecast(energy_so_far_j=None, duration_so_far_s=None):
+            self.asked.append({"events": len(self.events), "energy_so_far_j": energy_so_far_j,
+                               "duration_so_far_s": duration_so_far_s, "planned_steps": forecaster.planned_steps,
+                               "eval_every_steps": forecaster.eval_every_steps})
+            return real_forecast(energy_so_far_j, duration_so_far_s)
+
+        run.metrics = metrics
+        forecaster.add_window, forecaster.add_eval_pass, forecaster.forecast = add_window, add_eval_pass, forecast
+
+    def record(self, result: Result) -> dict:
+        """What ``--record`` writes for one run."""
+        return {"name": result.name, "framework": result.framework, "shape": result.shape,
+                "planned_steps": result.planned, "energy_j": result.report.energy_j, "events": self.events,
+                "asked": self.asked, "logged": self.logged}
 
 
 def energy_options(window_s: float) -> dict:
@@ -452,18 +492,8 @@ def score(result: Result) -> dict:
 def logged_score(result: Result) -> dict:
     """The logged stream: every forecast logged from 5% of the plan on (error against the measured
     total, whether its interval holds it), the first logged past 10%, the worst logged past 10%."""
-    total, planned = result.report.energy_j, result.planned
     points = [(step, kwh * 3.6e6, low * 3.6e6, high * 3.6e6) for step, kwh, low, high in result.logged.points]
-    past5 = [p for p in points if step_past(p[0], 0.05, planned)]
-    past10 = [p for p in points if step_past(p[0], 0.10, planned, strictly=True)]
-    errors10 = [100.0 * (j - total) / total for _, j, _, _ in past10] if total > 0 else []
-    return {
-        "n": len(past5),
-        "held": sum(low <= total <= high for _, _, low, high in past5),
-        "first10": errors10[0] if errors10 else None,
-        "first10_step": past10[0][0] if past10 else None,
-        "worst10": max(errors10, key=abs) if errors10 else None,
-    }
+    return logged_stream_score(points, result.logged.blank, result.report.energy_j, result.planned)
 
 
 def step_past(step: int, fraction: float, planned: int, *, strictly: bool = False) -> bool:
@@ -472,12 +502,13 @@ def step_past(step: int, fraction: float, planned: int, *, strictly: bool = Fals
 
 def logged_table(results: list[Result], logged: list[dict], scores: list[dict]) -> list[str]:
     head = ["run", "logged past 5%", "intervals holding the total", "first past 10% (step)", "base@10%",
-            "worst past 10%"]
+            "worst past 10%", "logs past 10% with a forecast"]
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
     for r, g, s in zip(results, logged, scores, strict=True):
         held = f"{g['held']}/{g['n']}" if g["n"] else "-"
         first = "-" if g["first10"] is None else f"{g['first10']:+.1f}% ({g['first10_step']})"
-        lines.append(f"| {r.name} | {g['n']} | {held} | {first} | {pct(s[0.10]['base'])} | {pct(g['worst10'])} |")
+        lines.append(f"| {r.name} | {g['n']} | {held} | {first} | {pct(s[0.10]['base'])} | {pct(g['worst10'])} | "
+                     f"{g['shown10']}/{g['logs10']} |")
     return lines
 
 
@@ -492,6 +523,8 @@ def logged_summary(results: list[Result], logged: list[dict], scores: list[dict]
         f"(target <= 25%)",
         f"logged stream: intervals logged past 5% holding the total: {held}/{n} = "
         f"{(held / n if n else math.nan):.0%} (target >= 85%)",
+        f"logged stream: training logs past 10% that showed a forecast: {sum(g['shown10'] for g in logged)}/"
+        f"{sum(g['logs10'] for g in logged)} (none is shown while a warm-up is still getting cheaper)",
     ]
     for r, g, s in zip(results, logged, scores, strict=True):
         base = s[0.10]["base"]
@@ -564,6 +597,8 @@ def main() -> None:
     parser.add_argument("--window-s", type=float, default=0.05)
     parser.add_argument("--detail", action="store_true", help="also print every milestone of every run")
     parser.add_argument("--denormals", action="store_true", help="keep denormal floats (default: flushed to zero)")
+    parser.add_argument("--record", metavar="DIR", help="write each run's forecaster input and logged forecasts "
+                        "to DIR/<run>.json (for benchmarks/forecast_replay.py)")
     cli = parser.parse_args()
     names = [n for n in cli.only.split(",") if n] or list(RUNS)
     warnings.filterwarnings("ignore")
@@ -579,6 +614,10 @@ def main() -> None:
         seconds = time.perf_counter() - began
         results.append(Result(name, framework, shape, report.planned_steps or 0, epochs, seconds, report, probe,
                               logged))
+        if cli.record:
+            os.makedirs(cli.record, exist_ok=True)
+            with open(os.path.join(cli.record, f"{name}.json"), "w") as out:
+                json.dump(logged.record(results[-1]), out)
         print(f"{name}: {seconds:.1f} s, {report.train_steps}/{report.planned_steps} steps, "
               f"{report.energy_j:.1f} J (eval {report.by_phase['eval'].energy_j if 'eval' in report.by_phase else 0:.1f} J)",
               file=sys.stderr, flush=True)
