@@ -16,8 +16,11 @@ What makes naive extrapolation ("first epoch x epochs") wrong, and what is done 
   leading windows whose energy per step stands out above the level of the later half of the steps
   seen (a step-weighted median, so it can be judged from a handful of windows); no forecast is
   given until four steady windows follow the warm-up, nor while the cost per step is still falling
-  (the recent half of the steady steps more than ``SETTLING_DROP`` cheaper than the earlier half: a
-  warm-up spread over many windows, whose level is not known yet);
+  (the recent half of the steady steps more than ``SETTLING_DROP`` cheaper than the earlier half, or
+  the last quarter clearly cheaper than the one before: a warm-up spread over many windows, whose
+  level is not known yet) until the run has shown its level (a window closed at ``LEVEL_SHOWN_AT``
+  of the plan or later with the cost not falling); after that a fall is the level wandering, and is
+  projected like any drift;
 - evaluation: passes are projected separately, at the observed cadence (or ``eval_every_steps``),
   each at the mean cost of the passes measured; scheduled passes with none measured yet are counted
   in ``eval_passes_unmeasured`` and left out of the forecast (their cost is unknown until the first);
@@ -27,7 +30,9 @@ What makes naive extrapolation ("first epoch x epochs") wrong, and what is done 
   taken from the recent half and the tokens per step from all the steady steps (batches vary at
   random, so more of them estimate the next ones better); warm-up is judged per token;
 - noise: the steady windows are cut into contiguous blocks; the spread of the block rates (with a
-  Student t factor, since it is estimated from a few blocks) sets the interval, which never
+  Student t factor, since it is estimated from a few blocks) sets the interval: the remainder's
+  level may sit anywhere the blocks' levels sat (a level wanders in spells, so the blocks are not
+  independent draws whose mean would narrow with their number). The interval never
   narrows below a floor: ``MIN_REL_HALF_WIDTH`` of the projected remainder when as many steps are
   left as were seen, growing with the square root of remaining / seen steps before that (a level
   that moves for reasons no early window shows can move further the further one projects);
@@ -54,6 +59,11 @@ MIN_STEADY_WINDOWS = 4
 # cheaper than the earlier half), the run has not shown the level it will settle at: a warm-up
 # spread over many windows (a data cache filling, autotuning) is still going, and no forecast is made.
 SETTLING_DROP = 0.2
+# Once a window closes with at least this share of the plan seen and the cost per step is not
+# falling, the run has shown its level: later falls (a neighbour leaving a shared machine, the end of
+# a slow spell) are the level wandering, projected with the drift widening the interval, not a
+# warm-up to wait out. Warm-ups (compilation, autotuning, caches filling) are over long before.
+LEVEL_SHOWN_AT = 0.05
 BLOCKS = 8
 # The interval never claims to know the remainder better than +-5% (at the chosen confidence) when
 # as many steps are left as were seen: what no early window can show (clock and thermal changes,
@@ -140,6 +150,9 @@ class Forecaster:
         self._gaps = 0
         self._gap_j = self._gap_s = 0.0
         self._gap_max_j = self._gap_max_s = 0.0
+        # whether the run has shown its level: at a window with LEVEL_SHOWN_AT of the plan seen or
+        # more, the cost per step was not falling (from then on, a fall is projected, not withheld)
+        self._level_shown = False
 
     def add_window(self, steps: int, energy_j: float, duration_s: float, work: float | None = None) -> None:
         """A closed training window: its steps, joules and seconds (windows without steps too) and,
@@ -161,8 +174,13 @@ class Forecaster:
             last.energy_j += energy_j
             last.duration_s += duration_s
             last.work = _sum_work(last.work, work)
-            return
-        self._windows.append(_Window(steps, energy_j, duration_s, work))
+        else:
+            self._append(_Window(steps, energy_j, duration_s, work))
+        if not self._level_shown and self.planned_steps and self._steps >= LEVEL_SHOWN_AT * self.planned_steps:
+            self._level_shown = self._steady() is not None  # judged once per window until it is
+
+    def _append(self, window: _Window) -> None:
+        self._windows.append(window)
         if len(self._windows) > MAX_WINDOWS:
             merged = [
                 _Window(a.steps + b.steps, a.energy_j + b.energy_j, a.duration_s + b.duration_s,
@@ -186,15 +204,10 @@ class Forecaster:
         """
         if not self.planned_steps:
             return None
-        warmup, capped = self._warmup_windows()
-        if capped:  # warm-up still in the later half of the steps seen: the level is not known yet
+        found = self._steady()
+        if found is None:
             return None
-        steady = self._windows[warmup:]
-        if len(steady) < MIN_STEADY_WINDOWS:
-            return None
-        layout = _Layout.of(steady)
-        if layout.total_steps == 0:
-            return None
+        steady, layout, energy_rates = found
         warmup_steps = self._steps - layout.total_steps  # the windows hold every step seen
         remaining = max(self.planned_steps - self._steps, 0)
         passes = self._future_eval_passes(remaining)
@@ -206,9 +219,6 @@ class Forecaster:
         if duration_so_far is None:
             duration_so_far = self._duration_s + sum(s for _, _, s in self._eval_passes)
         tail = remaining > 0 and self._gaps > 0
-        energy_rates = _rates([w.energy_j for w in steady], layout)
-        if _still_falling(*energy_rates) or _falling_trend(steady, layout.per_work):
-            return None
         energy = _Part(energy_so_far, *energy_rates, eval_j, eval_j_sd,
                        self._gap_j / self._gaps if tail else 0.0, self._gap_max_j if tail else 0.0)
         duration = _Part(duration_so_far, *_rates([w.duration_s for w in steady], layout), eval_s, eval_s_sd,
@@ -216,8 +226,8 @@ class Forecaster:
         blocks = len(layout.blocks)
         steps_per_block = max(layout.total_steps / blocks, 1.0)
         t = _t_quantile(self.confidence, blocks - 1)
-        e = self._projection(energy, remaining, passes, blocks, steps_per_block, t)
-        d = self._projection(duration, remaining, passes, blocks, steps_per_block, t)
+        e = self._projection(energy, remaining, passes, steps_per_block, t)
+        d = self._projection(duration, remaining, passes, steps_per_block, t)
         return Forecast(
             at_step=self._steps, planned_steps=self.planned_steps,
             energy_j=e[0], energy_low_j=e[1], energy_high_j=e[2],
@@ -227,6 +237,25 @@ class Forecaster:
         )
 
     # ---- internals -------------------------------------------------------------------------------
+
+    def _steady(self) -> tuple[list[_Window], _Layout, tuple[float, float, float]] | None:
+        """The steady windows, their layout and their energy rates (``_rates``), or None while the
+        level is not known: a warm-up still in the later half of the steps seen, fewer than
+        ``MIN_STEADY_WINDOWS`` after it, or, until the run has shown its level, a cost per step
+        that is still falling (``_still_falling``, ``_falling_trend``)."""
+        warmup, capped = self._warmup_windows()
+        if capped:  # warm-up still in the later half of the steps seen: the level is not known yet
+            return None
+        steady = self._windows[warmup:]
+        if len(steady) < MIN_STEADY_WINDOWS:
+            return None
+        layout = _Layout.of(steady)
+        if layout.total_steps == 0:
+            return None
+        rates = _rates([w.energy_j for w in steady], layout)
+        if not self._level_shown and (_still_falling(*rates) or _falling_trend(steady, layout.per_work)):
+            return None
+        return steady, layout, rates
 
     def _warmup_windows(self) -> tuple[int, bool]:
         """Leading windows whose joules per step (per token, when known) stand out above the steady
@@ -293,15 +322,17 @@ class Forecaster:
         sd_s = _stdev(seconds) if len(seconds) > 1 else 0.25 * seconds[0]
         return statistics.fmean(joules), sd_j, statistics.fmean(seconds), sd_s
 
-    def _projection(self, part: _Part, remaining: int, passes: int, blocks: int, steps_per_block: float,
+    def _projection(self, part: _Part, remaining: int, passes: int, steps_per_block: float,
                     t: float) -> tuple[float, float, float]:
         """Central value and interval of ``so_far + remaining steps + eval passes + tail``."""
         train = part.rate * remaining
         central = part.so_far + train + part.per_pass * passes + part.tail
-        # the recent-half rate is estimated from about half the blocks: its own uncertainty scales
-        # with all the remaining steps; the block-to-block variation averages out over the remainder;
-        # the drift seen between the halves may go on (or turn) for the rest of the run
-        variance = (remaining * part.block_sd) ** 2 / max(blocks / 2.0, 1.0)
+        # the level the remainder runs at may sit anywhere the blocks' levels have sat (a level
+        # wanders: on a shared machine it moves by spells longer than a block, so the blocks are not
+        # independent draws whose mean narrows as sqrt(blocks)), over all the remaining steps; the
+        # block-to-block variation around it averages out over the remainder; the drift seen between
+        # the halves may go on (or turn) for the rest of the run
+        variance = (remaining * part.block_sd) ** 2
         variance += remaining * steps_per_block * part.block_sd**2
         variance += (remaining * part.drift) ** 2
         variance += passes * part.per_pass_sd**2 + (passes * part.per_pass_sd) ** 2 / max(len(self._eval_passes), 1)
