@@ -133,7 +133,8 @@ class Forecaster:
     """Collects training windows and evaluation passes; ``forecast()`` projects the planned run."""
 
     def __init__(
-        self, planned_steps: int | None, *, eval_every_steps: int | None = None, confidence: float = 0.9
+        self, planned_steps: int | None, *, eval_every_steps: int | None = None, confidence: float = 0.9,
+        level_shown_at: float | None = LEVEL_SHOWN_AT,
     ) -> None:
         if planned_steps is not None and planned_steps <= 0:
             raise ValueError(f"planned_steps must be > 0, got {planned_steps!r}")
@@ -150,8 +151,10 @@ class Forecaster:
         self._gaps = 0
         self._gap_j = self._gap_s = 0.0
         self._gap_max_j = self._gap_max_s = 0.0
-        # whether the run has shown its level: at a window with LEVEL_SHOWN_AT of the plan seen or
-        # more, the cost per step was not falling (from then on, a fall is projected, not withheld)
+        # whether the run has shown its level: at a window with ``level_shown_at`` of the plan seen
+        # or more, the cost per step was not falling (from then on, a fall is projected, not
+        # withheld); None: never (a probe, whose plan is its own few steps, all of them warm-up)
+        self.level_shown_at = level_shown_at
         self._level_shown = False
 
     def add_window(self, steps: int, energy_j: float, duration_s: float, work: float | None = None) -> None:
@@ -176,7 +179,8 @@ class Forecaster:
             last.work = _sum_work(last.work, work)
         else:
             self._append(_Window(steps, energy_j, duration_s, work))
-        if not self._level_shown and self.planned_steps and self._steps >= LEVEL_SHOWN_AT * self.planned_steps:
+        if (not self._level_shown and self.planned_steps and self.level_shown_at is not None
+                and self._steps >= self.level_shown_at * self.planned_steps):
             self._level_shown = self._steady() is not None  # judged once per window until it is
 
     def _append(self, window: _Window) -> None:

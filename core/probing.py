@@ -216,6 +216,9 @@ class Prober:
     def _run(self, run: Run, candidate: ProbeCandidate, train: Callable[[Run], Any],
              plan: Plan | Callable[[], Plan], evaluate: Callable[[Run], None] | None) -> None:
         run.start(output_dir=self._scratch, call="probe", planned_steps=self.steps)
+        # the plan here is the probe's own steps: its cost must have stopped falling by their end,
+        # however far into them the falling rules were last met
+        run.projection.forecaster.level_shown_at = None
         eval_windows: list[tuple[int, float, float]] = []
         forward = run.ledger.on_window
 

@@ -113,6 +113,17 @@ def test_not_enough_windows_is_said_rather_than_guessed(steady, tmp_path):
     assert result.best is None
 
 
+def test_a_candidate_still_getting_cheaper_at_its_last_step_is_said_rather_than_projected(steady, tmp_path):
+    def settling(config, run):  # flat for 10 steps, then cheaper every step (a cache filling, say)
+        for step in range(run.planned_steps):
+            steady.now += 0.3 if step < 10 else 0.3 - 0.1 * (step - 10) / 30
+            run.step(samples=8)
+
+    result = wattwise.probe(settling, {"batch_size": [8]}, steps=40, planned_steps=1000, options=options(tmp_path))
+    only = result.candidates[0]
+    assert only.ran and only.projected_energy_j is None and "probe more steps" in only.note
+
+
 def test_random_state_and_model_are_left_as_they_were_and_each_candidate_starts_alike(steady, tmp_path):
     torch.manual_seed(3)
     random.seed(3)
