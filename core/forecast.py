@@ -19,8 +19,8 @@ What makes naive extrapolation ("first epoch x epochs") wrong, and what is done 
   (the recent half of the steady steps more than ``SETTLING_DROP`` cheaper than the earlier half, or
   the last quarter clearly cheaper than the one before: a warm-up spread over many windows, whose
   level is not known yet) until the run has shown its level (a window closed at ``LEVEL_SHOWN_AT``
-  of the plan or later with the cost not falling); after that a fall is the level wandering, and is
-  projected like any drift;
+  of the plan or later with the cost not falling); after that the warm-up found then stays what is
+  dropped, and a fall is the level wandering, projected like any drift;
 - evaluation: passes are projected separately, at the observed cadence (or ``eval_every_steps``),
   each at the mean cost of the passes measured; scheduled passes with none measured yet are counted
   in ``eval_passes_unmeasured`` and left out of the forecast (their cost is unknown until the first);
@@ -156,6 +156,7 @@ class Forecaster:
         # withheld); None: never (a probe, whose plan is its own few steps, all of them warm-up)
         self.level_shown_at = level_shown_at
         self._level_shown = False
+        self._warmup_steps = 0  # the warm-up's steps, fixed once the level is shown
 
     def add_window(self, steps: int, energy_j: float, duration_s: float, work: float | None = None) -> None:
         """A closed training window: its steps, joules and seconds (windows without steps too) and,
@@ -181,7 +182,10 @@ class Forecaster:
             self._append(_Window(steps, energy_j, duration_s, work))
         if (not self._level_shown and self.planned_steps and self.level_shown_at is not None
                 and self._steps >= self.level_shown_at * self.planned_steps):
-            self._level_shown = self._steady() is not None  # judged once per window until it is
+            found = self._steady()  # judged once per window until it is
+            if found is not None:
+                self._level_shown = True
+                self._warmup_steps = self._steps - found[1].total_steps  # the warm-up, known from now on
 
     def _append(self, window: _Window) -> None:
         self._windows.append(window)
@@ -272,6 +276,14 @@ class Forecaster:
         """
         if not self._windows:
             return 0, False
+        if self._level_shown:  # the warm-up was over then: what it dropped stays dropped, nothing more
+            seen, count = 0, 0
+            for window in self._windows:
+                if seen >= self._warmup_steps:
+                    break
+                seen += window.steps
+                count += 1
+            return max(count, 1), False
         windows = [w for w in self._windows if w.steps]
         if len(windows) < 2:
             return 1, False
