@@ -272,7 +272,8 @@ class Forecaster:
 
         The steady level is the step-weighted median of the joules per step over the windows of the
         later half of the steps seen: warm-up windows are few-step windows (slow steps), so weighting
-        by steps lets a handful of windows be judged.
+        by steps lets a handful of windows be judged. Once the run has shown its level, the warm-up
+        is the one found then (the windows holding its steps), whatever the later windows cost.
         """
         if not self._windows:
             return 0, False
