@@ -104,7 +104,7 @@ import torch  # noqa: E402
 DENORMALS = "--denormals" in sys.argv
 torch.set_flush_denormal(not DENORMALS)
 
-from forecast_replay import logged_stream_score  # noqa: E402  (benchmarks/, the script's directory)
+from forecast_replay import logged_stream_score, pct, recorded_points  # noqa: E402  (benchmarks/, the script's directory)
 
 from wattwise.config import Config  # noqa: E402
 from wattwise.meter import EnergyMeter  # noqa: E402
@@ -229,11 +229,11 @@ class Logged:
     ``benchmarks/forecast_replay.py`` to project again with another forecaster, on the same input."""
 
     def __init__(self, energy) -> None:
-        self.points: list[tuple[int, float, float, float]] = []  # (step, kWh, low kWh, high kWh)
-        self.blank: list[int] = []  # training steps logged at without a forecast (warm-up, too few windows)
         self.events: list[list] = []  # ["window", steps, J, s, work] or ["eval", J, s], as fed to the forecaster
         self.asked: list[dict] = []  # each forecast made: the events it saw, the totals and the plan
-        self.logged: list[list] = []  # each training log: the forecast (index into asked) it showed, its step, kWh
+        # each training log: [index into asked of the forecast it showed, step, kWh, low kWh, high kWh],
+        # the kWh None for a log without a forecast (warm-up, too few windows)
+        self.logged: list[list] = []
         run = energy.runs.run  # the callback's first run: the one this benchmark's single call uses
         forecaster = run.projection.forecaster
         real_metrics, real_window, real_pass, real_forecast = (
@@ -243,13 +243,8 @@ class Logged:
             metrics = real_metrics(*args, **kwargs)
             step = run.ledger.phases["train"].steps
             shown = [metrics.get(f"energy/forecast{key}_kwh") for key in ("", "_low", "_high")]
-            if shown[0] is not None:
-                self.points.append((step, *shown))
-            elif run.current_phase == "train":  # a training log without a forecast
-                self.blank.append(step)
-            else:
-                return metrics
-            self.logged.append([len(self.asked) - 1, step, *shown])
+            if shown[0] is not None or run.current_phase == "train":  # a forecast, or a training log without
+                self.logged.append([len(self.asked) - 1, step, *shown])
             return metrics
 
         def add_window(steps, energy_j, duration_s, work=None):
@@ -492,12 +487,8 @@ def score(result: Result) -> dict:
 def logged_score(result: Result) -> dict:
     """The logged stream: every forecast logged from 5% of the plan on (error against the measured
     total, whether its interval holds it), the first logged past 10%, the worst logged past 10%."""
-    points = [(step, kwh * 3.6e6, low * 3.6e6, high * 3.6e6) for step, kwh, low, high in result.logged.points]
-    return logged_stream_score(points, result.logged.blank, result.report.energy_j, result.planned)
-
-
-def step_past(step: int, fraction: float, planned: int, *, strictly: bool = False) -> bool:
-    return step > fraction * planned if strictly else step >= fraction * planned
+    points, blank = recorded_points({"logged": result.logged.logged})
+    return logged_stream_score(points, blank, result.report.energy_j, result.planned)
 
 
 def logged_table(results: list[Result], logged: list[dict], scores: list[dict]) -> list[str]:
@@ -542,10 +533,6 @@ def logged_summary(results: list[Result], logged: list[dict], scores: list[dict]
 def all_milestones_held(result: Result) -> list[bool]:
     return [m["energy_low_j"] <= result.report.energy_j <= m["energy_high_j"]
             for m in (result.report.forecasts or []) if m["energy_j"] is not None]
-
-
-def pct(value: float | None) -> str:
-    return "-" if value is None else f"{value:+.1f}%"
 
 
 def yes_no(value: bool | None) -> str:

@@ -104,7 +104,6 @@ def forecaster_at(revision: str) -> type:
     source = subprocess.run(["git", "show", f"{revision}:core/forecast.py"], cwd=root, check=True,
                             capture_output=True, text=True).stdout
     module = types.ModuleType(f"forecast_at_{revision}")
-    module.__dict__["__name__"] = module.__name__
     sys.modules[module.__name__] = module  # dataclasses look their module up
     exec(compile(source, f"{revision}:core/forecast.py", "exec"), module.__dict__)
     return module.Forecaster
