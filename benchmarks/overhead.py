@@ -1,6 +1,7 @@
 """Per-step overhead of EnergyCallback against no callback (and against transformers' CodeCarbonCallback).
 
 Run:  python benchmarks/overhead.py [--rounds 7] [--steps 200] [--frameworks hf,lightning,keras] [--small]
+                                      [--against REV]
 
 For each framework, the same tiny model (a step of about 10 ms on a laptop-class CPU) is trained
 with each configuration, interleaved round by round in one process so that machine noise hits all
@@ -8,17 +9,28 @@ of them alike (``--small``: smaller models, steps of about 2 ms, where a hook's 
 most). Each run's steady-state time per step is (last step end - first timed step end) /
 steps, after warm-up steps; the ratio to the no-callback run *of the same round* is taken, and the
 median over rounds is printed with its range. Everything is offline and on the CPU.
+
+``--against REV`` adds wattwise as it was at a git revision of this repository (imported as a
+package of its own, ``wattwise_REV``, from that revision's ``core/`` and ``integrations/``) to the
+configurations, so that the two codes' hook times are measured in the same rounds, under the same
+noise; the ratio of the two per round is printed with its median and range.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
+import io
 import os
+import re
 import statistics
+import subprocess
 import sys
+import tarfile
 import tempfile
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 os.environ.setdefault("KERAS_BACKEND", "torch")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -32,6 +44,31 @@ SIZES = {
 }
 SIZE = SIZES["default"]
 HOOK_CALLS: list[tuple[float, float]] = []  # (start, seconds) of every call into an instrumented callback
+PACKAGES = {"wattwise": "wattwise"}  # configuration name -> the package its EnergyCallback comes from
+
+
+def package_at(revision: str) -> str:
+    """Import wattwise as it was at a git revision of this repository, as the package
+    ``wattwise_<revision>`` (its ``wattwise`` imports renamed), and return that name."""
+    root = Path(__file__).resolve().parent.parent
+    name = "wattwise_" + re.sub(r"\W", "_", revision)
+    archive = subprocess.run(["git", "archive", revision, "core", "integrations"], cwd=root, check=True,
+                             capture_output=True).stdout
+    parent = Path(tempfile.mkdtemp(prefix="wattwise-at-"))
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        tar.extractall(parent, filter="data")
+    package = parent / name
+    (parent / "core").rename(package)
+    (parent / "integrations").rename(package / "integrations")
+    for path in package.rglob("*.py"):
+        path.write_text(re.sub(r"\bwattwise(?=[. ])(?! *[\"'])", name, path.read_text()))
+    sys.path.insert(0, str(parent))
+    importlib.import_module(name)
+    return name
+
+
+def energy_callback(package: str, framework: str) -> type:
+    return importlib.import_module(f"{package}.integrations.{framework}").EnergyCallback
 
 
 def instrumented(callback):
@@ -71,8 +108,6 @@ def hf_configs(steps: int) -> dict[str, Callable[[], list[float]]]:
     )
     from transformers.integrations import CodeCarbonCallback
 
-    from wattwise.integrations.transformers import EnergyCallback
-
     ids = torch.randint(0, 256, (steps * 8, 32), generator=torch.Generator().manual_seed(0)).tolist()
     dataset = Dataset.from_dict({"input_ids": ids, "labels": ids})
 
@@ -109,9 +144,13 @@ def hf_configs(steps: int) -> dict[str, Callable[[], list[float]]]:
         )
         return [callback]
 
+    def wattwise(package: str) -> Callable[[], list[float]]:
+        callback = energy_callback(package, "transformers")
+        return lambda: train(lambda out: [instrumented(callback(country_iso_code="FRA", print_summary=False))])
+
     return {
         "none": lambda: train(lambda out: []),
-        "wattwise": lambda: train(lambda out: [instrumented(EnergyCallback(country_iso_code="FRA", print_summary=False))]),
+        **{key: wattwise(package) for key, package in PACKAGES.items()},
         "codecarbon": lambda: train(codecarbon),
     }
 
@@ -123,8 +162,6 @@ def lightning_configs(steps: int) -> dict[str, Callable[[], list[float]]]:
     import lightning.pytorch as pl
     import torch
     from torch.utils.data import DataLoader, TensorDataset
-
-    from wattwise.integrations.lightning import EnergyCallback
 
     generator = torch.Generator().manual_seed(0)
     data = TensorDataset(torch.randn(steps * 64, 256, generator=generator), torch.randint(0, 10, (steps * 64,)))
@@ -164,11 +201,15 @@ def lightning_configs(steps: int) -> dict[str, Callable[[], list[float]]]:
             trainer.fit(Model(), DataLoader(data, batch_size=64))
         return clock.ends
 
+    def wattwise(package: str) -> Callable[[], list[float]]:
+        callback = energy_callback(package, "lightning")
+        return lambda: train([instrumented(callback(country_iso_code="FRA", print_summary=False))])
+
     return {
         "none": lambda: train([]),
         # Lightning's own cost of dispatching every hook to one more callback, whatever it does
         "empty": lambda: train([pl.Callback()]),
-        "wattwise": lambda: train([instrumented(EnergyCallback(country_iso_code="FRA", print_summary=False))]),
+        **{key: wattwise(package) for key, package in PACKAGES.items()},
     }
 
 
@@ -178,8 +219,6 @@ def lightning_configs(steps: int) -> dict[str, Callable[[], list[float]]]:
 def keras_configs(steps: int) -> dict[str, Callable[[], list[float]]]:
     import keras
     import numpy as np
-
-    from wattwise.integrations.keras import EnergyCallback
 
     rng = np.random.default_rng(0)
     x = rng.standard_normal((steps * 64, 256)).astype("float32")
@@ -208,9 +247,13 @@ def keras_configs(steps: int) -> dict[str, Callable[[], list[float]]]:
             model.fit(x, y, batch_size=64, epochs=1, verbose=0, callbacks=[clock, *(cb(options) for cb in extra)])
         return clock.ends
 
+    def wattwise(package: str) -> Callable[[], list[float]]:
+        callback = energy_callback(package, "keras")
+        return lambda: train([lambda options: instrumented(callback(**options))])
+
     return {
         "none": lambda: train([]),
-        "wattwise": lambda: train([lambda options: instrumented(EnergyCallback(**options))]),
+        **{key: wattwise(package) for key, package in PACKAGES.items()},
     }
 
 
@@ -239,29 +282,36 @@ def hook_time(ends: list[float]) -> tuple[float, float]:
 
 def measure(name: str, configs: dict[str, Callable[[], list[float]]], rounds: int) -> None:
     per_round: dict[str, list[float]] = {key: [] for key in configs}
-    shares: list[float] = []
-    per_step: list[float] = []
+    shares: dict[str, list[float]] = {key: [] for key in PACKAGES}
+    per_step: dict[str, list[float]] = {key: [] for key in PACKAGES}
     keys = list(configs)
     for r in range(rounds):
         order = keys[r % len(keys):] + keys[: r % len(keys)]  # rotate who goes first
         for key in order:
             ends = configs[key]()
             per_round[key].append(seconds_per_step(ends))
-            if key == "wattwise":
+            if key in PACKAGES:
                 share, seconds = hook_time(ends)
-                shares.append(share)
-                per_step.append(seconds)
+                shares[key].append(share)
+                per_step[key].append(seconds)
     base = per_round["none"]
     print(f"\n{name}: {rounds} rounds, median step without callback {1000 * statistics.median(base):.2f} ms")
-    print(f"  {'configuration':<12} {'ms/step':>8} {'ratio (median)':>15} {'ratio range':>18}")
+    width = max(12, *map(len, configs))
+    print(f"  {'configuration':<{width}} {'ms/step':>8} {'ratio (median)':>15} {'ratio range':>18}")
     for key, values in per_round.items():
         ratios = [v / b for v, b in zip(values, base, strict=True)]
         print(
-            f"  {key:<12} {1000 * statistics.median(values):8.3f} {statistics.median(ratios):15.4f}"
+            f"  {key:<{width}} {1000 * statistics.median(values):8.3f} {statistics.median(ratios):15.4f}"
             f"   [{min(ratios):.4f}, {max(ratios):.4f}]"
         )
-    print(f"  time inside wattwise's hooks: {100 * statistics.median(shares):.3f}% of the step time, "
-          f"{1e6 * statistics.median(per_step):.1f} us per step (medians)")
+    for key in PACKAGES:
+        print(f"  time inside {key}'s hooks: {100 * statistics.median(shares[key]):.3f}% of the step time, "
+              f"{1e6 * statistics.median(per_step[key]):.1f} us per step (medians; per round: "
+              f"{', '.join(f'{1e6 * v:.1f}' for v in per_step[key])})")
+    for key in list(PACKAGES)[1:]:
+        ratios = [new / old for new, old in zip(per_step["wattwise"], per_step[key], strict=True)]
+        print(f"  hook time per step, this tree / {key}, per round: median {statistics.median(ratios):.3f} "
+              f"[{min(ratios):.3f}, {max(ratios):.3f}]")
 
 
 def main() -> None:
@@ -270,7 +320,10 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--frameworks", default=",".join(FRAMEWORKS))
     parser.add_argument("--small", action="store_true", help="smaller models: steps of about 2 ms")
+    parser.add_argument("--against", metavar="REV", help="also measure wattwise as it was at this git revision")
     cli = parser.parse_args()
+    if cli.against:
+        PACKAGES[f"wattwise@{cli.against}"] = package_at(cli.against)
     SIZE.update(SIZES["small" if cli.small else "default"])
     import logging
 
