@@ -37,6 +37,7 @@ class Budget:
     exceeded: bool = False
     forecast_over: bool = False
     stopped_at_step: int | None = None
+    on_stop: Callable[[], None] | None = None  # told once, when stop_requested becomes True
     _limit_j: float | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
@@ -61,6 +62,8 @@ class Budget:
         if self.on_budget == "stop":
             self.stop_requested = True
             self.stopped_at_step = step
+            if self.on_stop is not None:
+                self.on_stop()
             return f"budget spent at training step {step}: {self._describe(energy_j)}; training stopped (on_budget='stop')"
         return f"budget exceeded at training step {step}: {self._describe(energy_j)} (on_budget='warn')"
 

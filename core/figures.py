@@ -97,11 +97,6 @@ class Figures:
             self.note(warning)
         return forecast
 
-    @property
-    def should_stop(self) -> bool:
-        """True once ``on_budget="stop"`` and the budget is spent: integrations then stop training."""
-        return self.budget.stop_requested
-
     def _project(self) -> Forecast | None:
         """The forecaster's projection from what was measured so far (across ranks, scaled to the totals)."""
         forecast = self.ranks.scale(self.projection.forecaster.forecast(*self.ledger.so_far()))

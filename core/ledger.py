@@ -105,7 +105,8 @@ class Ledger:
         if work is not None:
             self._window_work += work
             self._window_work_steps += steps
-        return self.due()
+        now = self._clock()  # due(), inlined: this runs at every step
+        return now >= self._due_at or now < self._back_at
 
     def due(self) -> bool:
         """Whether ``window_s`` has passed since the last reading, or the clock went back since (the

@@ -105,7 +105,12 @@ class Run(Syncing, Figures, Notes, Options):
             cloud_region=config.cloud_region, carbon_intensity_g_per_kwh=config.carbon_intensity_g_per_kwh,
             pue=config.pue,
         )
-        self.budget = Budget(config.budget_kwh, config.budget_kg_co2e, config.on_budget, self.grid)
+        self.budget = Budget(config.budget_kwh, config.budget_kg_co2e, config.on_budget, self.grid,
+                             on_stop=self._budget_spent)
+        # plain attributes, read at every step: True once on_budget="stop" and the budget is spent
+        # (integrations then stop training); True between start() and finish()
+        self.should_stop = False
+        self.active = False
         self._clock = clock
         self.notes: list[str] = []
         self._noted: set[str] = set()
@@ -177,7 +182,7 @@ class Run(Syncing, Figures, Notes, Options):
         self._sync_every = sync_every_steps if self.ranks.across else None
         self._sync_step = self._next_sync_step()
         self.files.open_steps([c.name for c in meter.components])
-        self.started = True
+        self.started = self.active = True
         _watch(self)
         return self
 
@@ -201,7 +206,7 @@ class Run(Syncing, Figures, Notes, Options):
         ``at_last_reading``: end the run at the last reading (it was abandoned some time ago)."""
         if not self.started or self.finished:
             return self.report
-        self.finished = True
+        self.finished, self.active = True, False
         endings.forget(self)
         ledger, gathered = self.ledger, []
         try:
@@ -260,10 +265,6 @@ class Run(Syncing, Figures, Notes, Options):
     @property
     def current_phase(self) -> str | None:
         return self.ledger.phase if self.ledger is not None else None
-
-    @property
-    def active(self) -> bool:
-        return self.started and not self.finished
 
     @contextlib.contextmanager
     def phase(self, name: str, *, record_pass: bool = True) -> Iterator[Run]:
@@ -337,6 +338,9 @@ class Run(Syncing, Figures, Notes, Options):
                 self._synchronize()
             except Exception as exc:
                 self.report_failure("synchronize", exc)
+
+    def _budget_spent(self) -> None:
+        self.should_stop = True
 
     def _on_window(self, phase: str, steps: int, energy_j: float, duration_s: float, work: float | None) -> None:
         """A window closed: the forecast learns from training windows; on one process the budget

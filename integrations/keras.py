@@ -116,10 +116,6 @@ class EnergyCallback(Options, keras.callbacks.Callback):
     def reports(self) -> list[RunReport]:
         return self.runs.reports
 
-    @property
-    def _run(self) -> Run:
-        return self.runs.run
-
     # ---- fit -------------------------------------------------------------------------------------
 
     @guarded
@@ -142,14 +138,14 @@ class EnergyCallback(Options, keras.callbacks.Callback):
             return
         if self._planned_from_epoch is None:  # fit(initial_epoch=...) starts later than 0
             self._planned_from_epoch = epoch
-            self._run.plan(self.runs.planned_steps or _planned_steps(self.params, first_epoch=epoch))
+            self.runs.run.plan(self.runs.planned_steps or _planned_steps(self.params, first_epoch=epoch))
         self._last_batch, self._epoch_samples, self._eval_j = -1, 0, None
 
     @guarded
     def on_train_batch_end(self, batch, logs=None):
         if self._call != "fit":
             return
-        run = self._run
+        run = self.runs.run
         batch, steps = _steps_ended(batch, self._last_batch, self._steps_per_epoch)
         samples = _samples(self._train_sizes, batch + 1)
         self._last_batch, self._epoch_samples, samples = batch, samples, samples - self._epoch_samples
@@ -164,7 +160,7 @@ class EnergyCallback(Options, keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         if self._call != "fit":
             return
-        run = self._run
+        run = self.runs.run
         # step_j over the epoch's training steps; power_w over the epoch, validation included
         metrics = run.metrics("epoch")
         if self._eval_j is not None:
@@ -226,14 +222,14 @@ class EnergyCallback(Options, keras.callbacks.Callback):
 
     def _begin_pass(self, call: str, phase: str) -> None:
         if self._call == "fit" and self.runs.active and self._inside_fit():
-            self._run.begin(phase)  # validation (or a user's pass) inside fit
+            self.runs.run.begin(phase)  # validation (or a user's pass) inside fit
         else:
             self._open(call)
         self._pass_batches = _epoch_iterator()
         self._pass_batch, self._pass_samples = -1, 0
 
     def _pass_step(self, phase: str, batch: int, logs: dict | None) -> None:
-        run = self._run
+        run = self.runs.run
         if not run.active or run.current_phase != phase:
             return
         batch, steps = _steps_ended(batch, self._pass_batch, getattr(self._pass_batches, "num_batches", None))
@@ -243,7 +239,7 @@ class EnergyCallback(Options, keras.callbacks.Callback):
             self._pass_samples += _leading_dim(logs)
 
     def _end_pass(self, phase: str, logs: dict | None) -> None:
-        run = self._run
+        run = self.runs.run
         if not run.active or run.current_phase != phase:
             return
         run.add_samples(phase, self._pass_samples or _samples(_batch_sizes(self._pass_batches), self._pass_batch + 1))

@@ -134,14 +134,18 @@ class EnergyCallback(Options, TrainerCallback):
             tokens = state.num_input_tokens_seen - self._tokens_seen
             self._tokens_seen = state.num_input_tokens_seen
         run = self.runs.run
-        run.step(samples=self._step_samples, tokens=tokens)
+        run.step(self._step_samples, tokens)
         if run.should_stop:  # on_budget="stop" and the budget is spent
             control.should_training_stop = True
-        self._maybe_begin_eval(control)
+        # DefaultFlowCallback (just before us) has decided whether an evaluation follows: its set-up
+        # and first batch are evaluation energy, so the phase begins now, not at the first batch's end
+        if control.should_evaluate:
+            run.begin("eval")
 
     @guarded
     def on_epoch_end(self, args, state, control, **kwargs):
-        self._maybe_begin_eval(control)
+        if control.should_evaluate:  # as at a step's end
+            self.runs.run.begin("eval")
 
     @guarded
     def on_prediction_step(self, args, state, control, **kwargs):
@@ -278,12 +282,6 @@ class EnergyCallback(Options, TrainerCallback):
                                    training_type=self._training_type)
         except Exception as exc:  # the card is a courtesy: never fail the training's end over it
             run.note(f"could not write co2_eq_emissions to the model card: {exc}")
-
-    def _maybe_begin_eval(self, control) -> None:
-        """DefaultFlowCallback (just before us) has decided an evaluation follows: its set-up and
-        first batch are evaluation energy, so the phase begins now, not at the first batch's end."""
-        if control.should_evaluate:
-            self.runs.run.begin("eval")
 
     def _place_before_loggers(self) -> None:
         """Right after DefaultFlowCallback (so ``control`` already says whether an evaluation
