@@ -98,8 +98,7 @@ class EnergyCallback(Options, keras.callbacks.Callback):
         self._call: str | None = None  # "fit", "evaluate" or "predict": the call being measured
         self._train_sizes: tuple[int, int, int] | None = None  # _batch_sizes of fit's epoch iterator
         self._pass_batches: Any = None  # Keras's epoch iterator of the running pass (its batches)
-        self._last_batch = self._pass_batch = -1  # the last step seen in the epoch / in the pass
-        self._epoch_samples = 0  # samples in the epoch's batches up to _last_batch
+        self._epoch = self._pass = _BatchCount()  # where fit's epoch and the running pass are
         self._pass_samples = 0
         self._planned_from_epoch: int | None = None
         self._eval_j: float | None = None
@@ -139,17 +138,15 @@ class EnergyCallback(Options, keras.callbacks.Callback):
         if self._planned_from_epoch is None:  # fit(initial_epoch=...) starts later than 0
             self._planned_from_epoch = epoch
             self.runs.run.plan(self.runs.planned_steps or _planned_steps(self.params, first_epoch=epoch))
-        self._last_batch, self._epoch_samples, self._eval_j = -1, 0, None
+        self._epoch, self._eval_j = _BatchCount(self._steps_per_epoch, self._train_sizes), None
 
     @guarded
     def on_train_batch_end(self, batch, logs=None):
         if self._call != "fit":
             return
         run = self.runs.run
-        batch, steps = _steps_ended(batch, self._last_batch, self._steps_per_epoch)
-        samples = _samples(self._train_sizes, batch + 1)
-        self._last_batch, self._epoch_samples, samples = batch, samples, samples - self._epoch_samples
-        if run.step(samples=samples, steps=steps):  # fresh figures once per window, the cached ones in between
+        steps, samples = self._epoch.ended(batch)
+        if run.step(samples, steps=steps):  # fresh figures once per window, the cached ones in between
             self._batch_metrics = run.metrics("batch", read=False)
         if run.should_stop:  # on_budget="stop" and the budget is spent
             self.model.stop_training = True
@@ -226,15 +223,13 @@ class EnergyCallback(Options, keras.callbacks.Callback):
         else:
             self._open(call)
         self._pass_batches = _epoch_iterator()
-        self._pass_batch, self._pass_samples = -1, 0
+        self._pass, self._pass_samples = _BatchCount(getattr(self._pass_batches, "num_batches", None)), 0
 
     def _pass_step(self, phase: str, batch: int, logs: dict | None) -> None:
         run = self.runs.run
         if not run.active or run.current_phase != phase:
             return
-        batch, steps = _steps_ended(batch, self._pass_batch, getattr(self._pass_batches, "num_batches", None))
-        run.step(steps=steps)
-        self._pass_batch = batch
+        run.step(steps=self._pass.ended(batch)[0])
         if logs is not None:
             self._pass_samples += _leading_dim(logs)
 
@@ -242,7 +237,7 @@ class EnergyCallback(Options, keras.callbacks.Callback):
         run = self.runs.run
         if not run.active or run.current_phase != phase:
             return
-        run.add_samples(phase, self._pass_samples or _samples(_batch_sizes(self._pass_batches), self._pass_batch + 1))
+        run.add_samples(phase, self._pass_samples or _samples(_batch_sizes(self._pass_batches), self._pass.last + 1))
         self._pass_batches = None
         run.end(phase)
         inside_fit = self._call == "fit"
@@ -326,15 +321,32 @@ def _epoch_iterator(max_depth: int = 12) -> Any:
     return None
 
 
-def _steps_ended(batch: int, last: int, batches: int | None) -> tuple[int, int]:
-    """The last batch index and the number of steps a batch-end hook stands for.
+class _BatchCount:
+    """Where an epoch (or a pass) is: the last batch index its batch-end hooks gave and, from its
+    batch sizes (``_batch_sizes``) when known, the samples of the batches up to it."""
 
-    ``batch`` is the last step of a ``steps_per_execution`` group, as Keras numbers it: the group's
-    nominal end even where the data ran out first, hence the cap at the pass's ``batches``.
-    """
-    if isinstance(batches, int) and batches > 0:
-        batch = min(batch, batches - 1)
-    return batch, (batch - last if batch > last else 1)
+    def __init__(self, batches: int | None = None, sizes: tuple[int, int, int] | None = None) -> None:
+        self.batches = batches if isinstance(batches, int) and batches > 0 else None
+        self.sizes = sizes
+        self.last = -1
+        self.samples = 0
+
+    def ended(self, batch: int) -> tuple[int, int]:
+        """The steps and the samples a batch-end hook at ``batch`` stands for (one call per batch:
+        this runs at every training step).
+
+        ``batch`` is the last step of a ``steps_per_execution`` group, as Keras numbers it: the group's
+        nominal end even where the data ran out first, hence the cap at the pass's ``batches``.
+        """
+        if self.batches is not None and batch >= self.batches:
+            batch = self.batches - 1
+        steps = batch - self.last if batch > self.last else 1
+        through = 0  # _samples(self.sizes, batch + 1), inlined
+        if self.sizes is not None:
+            size, per_pass, short = self.sizes
+            through = (batch + 1) * size - ((batch + 1) // per_pass * short if per_pass and short else 0)
+        samples, self.last, self.samples = through - self.samples, batch, through
+        return steps, samples
 
 
 def _batch_sizes(iterator: Any) -> tuple[int, int, int] | None:

@@ -29,7 +29,7 @@ from typing import Any
 
 import keras
 
-from wattwise.integrations.keras import _batch_sizes, _epoch_iterator, _samples, _steps_ended
+from wattwise.integrations.keras import _batch_sizes, _BatchCount, _epoch_iterator
 from wattwise.options import Options
 from wattwise.probe_result import ProbeResult
 from wattwise.probe_state import rebatch_loader
@@ -138,33 +138,32 @@ class _Measure(keras.callbacks.Callback):
     def __init__(self, run: Run, steps: int) -> None:
         super().__init__()
         self.run, self.steps = run, steps
-        self.done, self.last, self.loss = 0, -1, None
-        self.train = self.test = (None, None)  # the training / evaluation epoch iterator and its _batch_sizes
+        self.done, self.loss = 0, None
+        self.train: tuple[int | None, tuple[int, int, int] | None] = (None, None)  # fit's batches per epoch, _batch_sizes
+        self.count = _BatchCount()  # the running epoch or evaluation pass
 
     def on_train_begin(self, logs=None):
         iterator = _epoch_iterator()
-        self.train = (iterator, _batch_sizes(iterator))
+        self.train = (getattr(iterator, "num_batches", None), _batch_sizes(iterator))
 
     def on_epoch_begin(self, epoch, logs=None):
-        self.last = -1
+        self.count = _BatchCount(*self.train)
 
     def on_train_batch_end(self, batch, logs=None):
-        self._step(batch, *self.train)
+        self._step(batch)
         self.loss = (logs or {}).get("loss", self.loss)
         if self.done >= self.steps:
             self.model.stop_training = True
 
     def on_test_begin(self, logs=None):
         iterator = _epoch_iterator()
-        self.test, self.last = (iterator, _batch_sizes(iterator)), -1
+        self.count = _BatchCount(getattr(iterator, "num_batches", None), _batch_sizes(iterator))
 
     def on_test_batch_end(self, batch, logs=None):
-        self._step(batch, *self.test)
+        self._step(batch)
 
-    def _step(self, batch: int, iterator: Any, sizes: tuple[int, int, int] | None) -> None:
-        batch, steps = _steps_ended(batch, self.last, getattr(iterator, "num_batches", None))
-        samples = _samples(sizes, batch + 1) - _samples(sizes, self.last + 1)
-        self.last = batch
+    def _step(self, batch: int) -> None:
+        steps, samples = self.count.ended(batch)
         self.done += steps
         self.run.step(samples=samples, steps=steps)
 
