@@ -63,6 +63,30 @@ def test_counters_are_read_per_window_not_per_step(tmp_path, steady_source):
     assert report.energy_j == pytest.approx(100.0 * 10.0)
 
 
+def test_a_step_between_readings_makes_one_python_call_below_run_step(tmp_path, steady_source):
+    """The per-step path is a budget: a Python call costs 1-3 us between two training steps, where
+    the caches are cold (docs/overhead.md), so a step that reads nothing calls ``Ledger.step`` and
+    nothing else written in Python; and ``should_stop``/``active``, read at every step, are plain
+    attributes, not properties."""
+    clock = FakeClock()
+    session = make_session(tmp_path, clock, [steady_source({"gpu:0": 100.0}, clock)], window_s=0.5)
+    calls: list[str] = []
+
+    def count(frame, event, arg):
+        if event == "call":
+            calls.append(frame.f_code.co_qualname)
+
+    clock.now += 0.01  # well before the window is due
+    sys.setprofile(count)
+    try:
+        due = session.step(32, 256.0)
+        stop, active = session.should_stop, session.active
+    finally:
+        sys.setprofile(None)
+    assert (due, stop, active) == (False, False, True)
+    assert calls == ["Run.step", "Ledger.step", "FakeClock.__call__"]  # the real clock, time.monotonic, is C
+
+
 def test_samples_are_counted_with_their_window_so_sample_j_divides_like_by_like(tmp_path, steady_source):
     clock = FakeClock()
     session = make_session(tmp_path, clock, [steady_source({"gpu:0": 100.0}, clock)], window_s=1.0)
