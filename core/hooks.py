@@ -1,5 +1,5 @@
 """Helpers every integration shares: hooks that never raise, finding the framework's objects on the
-call stack, counting a batch's samples and naming its precision.
+call stack, counting a batch's samples (and a Keras epoch's steps and samples) and naming its precision.
 
 Example::
 
@@ -99,3 +99,37 @@ def count_samples(batch: Any) -> int:
             return len(batch)
         return next((n for n in map(count_samples, batch) if n), 0)
     return 0
+
+
+class BatchCount:
+    """Where an epoch (or a pass) is: the last batch index its batch-end hooks gave and, from its
+    batch sizes when known (``(size, batches per pass over the data, samples the pass's last batch
+    is short)``, as Keras's data adapter says), the samples of the batches up to it."""
+
+    def __init__(self, batches: int | None = None, sizes: tuple[int, int, int] | None = None) -> None:
+        self.batches = batches if isinstance(batches, int) and batches > 0 else None
+        self.sizes = sizes
+        self.last = -1
+        self.samples = 0
+
+    def ended(self, batch: int) -> tuple[int, int]:
+        """The steps and the samples a batch-end hook at ``batch`` stands for (one call per batch:
+        this runs at every training step).
+
+        ``batch`` is the last step of a ``steps_per_execution`` group, as Keras numbers it: the group's
+        nominal end even where the data ran out first, hence the cap at the pass's ``batches``.
+        """
+        if self.batches is not None and batch >= self.batches:
+            batch = self.batches - 1
+        steps = batch - self.last if batch > self.last else 1
+        through = 0
+        if self.sizes is not None:
+            size, per_pass, short = self.sizes
+            through = (batch + 1) * size - ((batch + 1) // per_pass * short if per_pass and short else 0)
+        samples, self.last, self.samples = through - self.samples, batch, through
+        return steps, samples
+
+
+def samples_in(sizes: tuple[int, int, int] | None, batches: int) -> int:
+    """Samples in the first ``batches`` batches of an epoch of ``sizes`` (``BatchCount``); 0 when unknown."""
+    return BatchCount(sizes=sizes).ended(batches - 1)[1] if batches > 0 else 0

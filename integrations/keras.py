@@ -71,7 +71,7 @@ from typing import Any
 
 import keras
 
-from wattwise.hooks import find_caller, guarded, move_to_front, precision_name
+from wattwise.hooks import BatchCount, find_caller, guarded, move_to_front, precision_name, samples_in
 from wattwise.options import Options
 from wattwise.report import RunReport
 from wattwise.run import EVAL_J, Run
@@ -98,7 +98,7 @@ class EnergyCallback(Options, keras.callbacks.Callback):
         self._call: str | None = None  # "fit", "evaluate" or "predict": the call being measured
         self._train_sizes: tuple[int, int, int] | None = None  # _batch_sizes of fit's epoch iterator
         self._pass_batches: Any = None  # Keras's epoch iterator of the running pass (its batches)
-        self._epoch = self._pass = _BatchCount()  # where fit's epoch and the running pass are
+        self._epoch = self._pass = BatchCount()  # where fit's epoch and the running pass are
         self._pass_samples = 0
         self._planned_from_epoch: int | None = None
         self._eval_j: float | None = None
@@ -138,7 +138,7 @@ class EnergyCallback(Options, keras.callbacks.Callback):
         if self._planned_from_epoch is None:  # fit(initial_epoch=...) starts later than 0
             self._planned_from_epoch = epoch
             self.runs.run.plan(self.runs.planned_steps or _planned_steps(self.params, first_epoch=epoch))
-        self._epoch, self._eval_j = _BatchCount(self._steps_per_epoch, self._train_sizes), None
+        self._epoch, self._eval_j = BatchCount(self._steps_per_epoch, self._train_sizes), None
 
     @guarded
     def on_train_batch_end(self, batch, logs=None):
@@ -223,7 +223,7 @@ class EnergyCallback(Options, keras.callbacks.Callback):
         else:
             self._open(call)
         self._pass_batches = _epoch_iterator()
-        self._pass, self._pass_samples = _BatchCount(getattr(self._pass_batches, "num_batches", None)), 0
+        self._pass, self._pass_samples = BatchCount(getattr(self._pass_batches, "num_batches", None)), 0
 
     def _pass_step(self, phase: str, batch: int, logs: dict | None) -> None:
         run = self.runs.run
@@ -237,7 +237,7 @@ class EnergyCallback(Options, keras.callbacks.Callback):
         run = self.runs.run
         if not run.active or run.current_phase != phase:
             return
-        run.add_samples(phase, self._pass_samples or _samples(_batch_sizes(self._pass_batches), self._pass.last + 1))
+        run.add_samples(phase, self._pass_samples or samples_in(_batch_sizes(self._pass_batches), self._pass.last + 1))
         self._pass_batches = None
         run.end(phase)
         inside_fit = self._call == "fit"
@@ -321,34 +321,6 @@ def _epoch_iterator(max_depth: int = 12) -> Any:
     return None
 
 
-class _BatchCount:
-    """Where an epoch (or a pass) is: the last batch index its batch-end hooks gave and, from its
-    batch sizes (``_batch_sizes``) when known, the samples of the batches up to it."""
-
-    def __init__(self, batches: int | None = None, sizes: tuple[int, int, int] | None = None) -> None:
-        self.batches = batches if isinstance(batches, int) and batches > 0 else None
-        self.sizes = sizes
-        self.last = -1
-        self.samples = 0
-
-    def ended(self, batch: int) -> tuple[int, int]:
-        """The steps and the samples a batch-end hook at ``batch`` stands for (one call per batch:
-        this runs at every training step).
-
-        ``batch`` is the last step of a ``steps_per_execution`` group, as Keras numbers it: the group's
-        nominal end even where the data ran out first, hence the cap at the pass's ``batches``.
-        """
-        if self.batches is not None and batch >= self.batches:
-            batch = self.batches - 1
-        steps = batch - self.last if batch > self.last else 1
-        through = 0  # _samples(self.sizes, batch + 1), inlined
-        if self.sizes is not None:
-            size, per_pass, short = self.sizes
-            through = (batch + 1) * size - ((batch + 1) // per_pass * short if per_pass and short else 0)
-        samples, self.last, self.samples = through - self.samples, batch, through
-        return steps, samples
-
-
 def _batch_sizes(iterator: Any) -> tuple[int, int, int] | None:
     """An epoch iterator's batch size, batches per pass and how many samples its last batch is short
     (read once: the adapter's properties cost microseconds a batch); None when it cannot say."""
@@ -359,14 +331,6 @@ def _batch_sizes(iterator: Any) -> tuple[int, int, int] | None:
         return (int(size), int(batches or 0), int(short)) if size else None
     except Exception:  # no iterator, or an adapter that cannot say: samples unknown
         return None
-
-
-def _samples(sizes: tuple[int, int, int] | None, batches: int) -> int:
-    """Samples in the first ``batches`` batches of an epoch (``_batch_sizes``); 0 when unknown."""
-    if sizes is None or batches <= 0:
-        return 0
-    size, per_pass, short = sizes
-    return batches * size - ((batches // per_pass) * short if per_pass and short else 0)
 
 
 def _leading_dim(logs: dict) -> int:

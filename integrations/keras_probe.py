@@ -29,7 +29,8 @@ from typing import Any
 
 import keras
 
-from wattwise.integrations.keras import _batch_sizes, _BatchCount, _epoch_iterator
+from wattwise.hooks import BatchCount
+from wattwise.integrations.keras import _batch_sizes, _epoch_iterator
 from wattwise.options import Options
 from wattwise.probe_result import ProbeResult
 from wattwise.probe_state import rebatch_loader
@@ -140,14 +141,14 @@ class _Measure(keras.callbacks.Callback):
         self.run, self.steps = run, steps
         self.done, self.loss = 0, None
         self.train: tuple[int | None, tuple[int, int, int] | None] = (None, None)  # fit's batches per epoch, _batch_sizes
-        self.count = _BatchCount()  # the running epoch or evaluation pass
+        self.count = BatchCount()  # the running epoch or evaluation pass
 
     def on_train_begin(self, logs=None):
         iterator = _epoch_iterator()
         self.train = (getattr(iterator, "num_batches", None), _batch_sizes(iterator))
 
     def on_epoch_begin(self, epoch, logs=None):
-        self.count = _BatchCount(*self.train)
+        self.count = BatchCount(*self.train)
 
     def on_train_batch_end(self, batch, logs=None):
         self._step(batch)
@@ -157,7 +158,7 @@ class _Measure(keras.callbacks.Callback):
 
     def on_test_begin(self, logs=None):
         iterator = _epoch_iterator()
-        self.count = _BatchCount(getattr(iterator, "num_batches", None), _batch_sizes(iterator))
+        self.count = BatchCount(getattr(iterator, "num_batches", None), _batch_sizes(iterator))
 
     def on_test_batch_end(self, batch, logs=None):
         self._step(batch)

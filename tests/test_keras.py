@@ -26,6 +26,7 @@ import pytest
 from fakes import FakeClock, on_clock, steady_sources
 
 import wattwise.sources
+from wattwise.hooks import BatchCount, samples_in
 from wattwise.integrations.keras import EnergyCallback
 
 KEYS = ("energy/step_j", "energy/power_w", "energy/total_kwh", "carbon/total_kg")
@@ -419,3 +420,14 @@ def test_a_budget_stop_ends_training_through_the_model(tmp_path, steady):
     report = callback.report
     assert len(history.history["loss"]) == 1 and report.train_steps == 3
     assert report.budget["stopped_at_step"] == 3
+
+
+def test_batch_count_gives_each_batch_end_its_steps_and_samples():
+    """Batches of 8, 4 per pass over the data, the last short by 2 (30 samples a pass); batch-end
+    hooks every 2 batches (steps_per_execution=2), the last group's nominal end past the data."""
+    count = BatchCount(batches=7, sizes=(8, 4, 2))
+    assert [count.ended(b) for b in (1, 3, 5, 7)] == [(2, 16), (2, 14), (2, 16), (1, 8)]
+    assert (count.last, count.samples) == (6, 54)  # capped at the 7th batch: 30 + 24
+    assert samples_in((8, 4, 2), 4) == 30 and samples_in((8, 4, 2), 0) == 0 and samples_in(None, 3) == 0
+    unknown = BatchCount()
+    assert [unknown.ended(b) for b in (0, 1, 1)] == [(1, 0), (1, 0), (1, 0)]  # a repeated index is one step
