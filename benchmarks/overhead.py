@@ -35,6 +35,7 @@ from pathlib import Path
 os.environ.setdefault("KERAS_BACKEND", "torch")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
+os.environ.setdefault("WATTWISE_REGISTRY", "off")  # benchmark runs are not the user's runs: no registry rows
 
 WARMUP_STEPS = 20
 # model sizes: the default (steps of 5-20 ms on a 2-vCPU VM) and --small (about 2 ms)
@@ -54,14 +55,14 @@ def package_at(revision: str) -> str:
     name = "wattwise_" + re.sub(r"\W", "_", revision)
     archive = subprocess.run(["git", "archive", revision, "core", "integrations"], cwd=root, check=True,
                              capture_output=True).stdout
-    parent = Path(tempfile.mkdtemp(prefix="wattwise-at-"))
+    parent = Path(tempfile.mkdtemp(prefix="wattwise-at-"))  # left for the process's life: its modules load lazily
     with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
         tar.extractall(parent, filter="data")
     package = parent / name
     (parent / "core").rename(package)
     (parent / "integrations").rename(package / "integrations")
     for path in package.rglob("*.py"):
-        path.write_text(re.sub(r"\bwattwise(?=[. ])(?! *[\"'])", name, path.read_text()))
+        path.write_text(re.sub(r"(?m)^(\s*(?:from|import)\s+)wattwise\b", rf"\g<1>{name}", path.read_text()))
     sys.path.insert(0, str(parent))
     importlib.import_module(name)
     return name

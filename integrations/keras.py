@@ -98,7 +98,7 @@ class EnergyCallback(Options, keras.callbacks.Callback):
         self._call: str | None = None  # "fit", "evaluate" or "predict": the call being measured
         self._train_sizes: tuple[int, int, int] | None = None  # _batch_sizes of fit's epoch iterator
         self._pass_batches: Any = None  # Keras's epoch iterator of the running pass (its batches)
-        self._epoch = self._pass = BatchCount()  # where fit's epoch and the running pass are
+        self._epoch, self._pass = BatchCount(), BatchCount()  # where fit's epoch and the running pass are
         self._pass_samples = 0
         self._planned_from_epoch: int | None = None
         self._eval_j: float | None = None
