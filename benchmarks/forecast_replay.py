@@ -3,6 +3,9 @@
 Run:  python benchmarks/forecast_accuracy.py --record DIR          # records each run's forecaster input
       python benchmarks/forecast_replay.py DIR [DIR ...] [--against REV]
                                   # replays them with this tree's forecaster (and the one at git REV)
+      python benchmarks/forecast_replay.py DIR [DIR ...] --level-after
+                                  # how much the steps after the first log past 10% cost against
+                                  # the level the forecaster projected there, per run
 
 Each record (``DIR/<run>.json``) holds what a benchmark run's forecaster was given, in order (its
 training windows and evaluation passes), what each forecast it made was asked with (the windows seen,
@@ -109,6 +112,31 @@ def forecaster_at(revision: str) -> type:
     return module.Forecaster
 
 
+def level_after(record: dict) -> tuple[float, float] | None:
+    """At the first training log past 10% of the plan: the training steps still to come's joules
+    per step, and their evaluation passes' joules per pass, each against what the forecaster took
+    them to be there (its recent-half rate; the mean of the passes so far), as ratios; None when
+    it made no forecast there. Whether an error there is the forecaster's or the run's."""
+    planned, events, asked = record["planned_steps"], record["events"], record["asked"]
+    index = next((i for i, step, *_ in record["logged"] if step > 0.10 * planned), None)
+    if index is None:
+        return None
+    ask = asked[index]
+    forecaster = Forecaster(ask["planned_steps"], eval_every_steps=ask["eval_every_steps"])
+    for event in events[:ask["events"]]:
+        (forecaster.add_window if event[0] == "window" else forecaster.add_eval_pass)(*event[1:])
+    found = forecaster._steady()
+    if found is None:
+        return None
+    later = events[ask["events"]:]
+    steps = sum(e[1] for e in later if e[0] == "window")
+    joules = sum(e[2] for e in later if e[0] == "window")
+    passes = [e[1] for e in later if e[0] != "window"]
+    done = [j for _, j, _ in forecaster._eval_passes]
+    per_pass = statistics.fmean(passes) / statistics.fmean(done) if passes and done else math.nan
+    return (joules / steps / found[2][0] if steps else math.nan), per_pass
+
+
 def pct(value: float | None) -> str:
     return "-" if value is None else f"{value:+.1f}%"
 
@@ -117,10 +145,24 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("dirs", nargs="+", metavar="DIR", help="directories written by forecast_accuracy.py --record")
     parser.add_argument("--against", metavar="REV", help="also replay with the forecaster at this git revision")
+    parser.add_argument("--level-after", action="store_true",
+                        help="per run: the later steps' and passes' cost against the level projected at 10%%")
     cli = parser.parse_args()
     paths = sorted(p for d in cli.dirs for p in Path(d).glob("*.json"))
     if not paths:
         sys.exit(f"no records (*.json) in {', '.join(cli.dirs)}")
+    if cli.level_after:
+        by_run: dict[str, list[str]] = {}
+        for path in paths:
+            record = json.loads(path.read_text())
+            ratios = level_after(record)
+            cells = ["-" if ratios is None or math.isnan(r) else pct(100 * (r - 1)) for r in (ratios or (math.nan,) * 2)]
+            by_run.setdefault(record["name"], []).append(" / ".join(cells))
+        print("| run | later steps' J/step / later passes' J per pass, against the level at the first log past 10%, "
+              "per record |\n|---|---|")
+        for name, cells in sorted(by_run.items()):
+            print(f"| {name} | {'; '.join(cells)} |")
+        return
     which = {"recorded": None, "this tree": Forecaster}
     if cli.against:
         which[cli.against] = forecaster_at(cli.against)
