@@ -270,6 +270,21 @@ def test_a_failing_hook_is_reported_once_and_training_goes_on(tmp_path, monkeypa
     assert callback.report is not None and callback.report.train_steps == 12
 
 
+def test_a_failing_step_hook_is_reported_once_and_training_goes_on(tmp_path, monkeypatch, caplog):
+    """on_step_end guards itself (inline, not through @guarded: it runs at every step)."""
+    callback = energy()
+
+    def explode(*args, **kwargs):
+        raise ZeroDivisionError("bug in wattwise")
+
+    monkeypatch.setattr(callback.runs.run, "step", explode)
+    with caplog.at_level("WARNING", logger="wattwise"):
+        trainer = run(tmp_path, callback)
+    assert trainer.state.global_step == 12
+    assert len([r for r in caplog.records if "bug in wattwise" in r.getMessage()]) == 1
+    assert any("EnergyCallback.on_step_end failed" in note for note in callback.report.notes)
+
+
 def test_no_network_access_during_a_run(tmp_path, monkeypatch):
     """No connection, datagram or name lookup, even with a region (which loads codecarbon's data).
 
