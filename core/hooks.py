@@ -22,7 +22,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 def guarded(method: F) -> F:
     """Run a hook; on failure, tell the current run (``self.runs.run``) once per hook and return None.
 
-    The hooks that run at every training step do the same inline (``try``/``report_failure``): the
+    The hooks that run at every training step do the same inline (``try`` / ``hook_failed``): the
     wrapper's extra call costs 1-2 us there, with the caches cold from the step (docs/overhead.md)."""
 
     @functools.wraps(method)
@@ -30,10 +30,15 @@ def guarded(method: F) -> F:
         try:
             return method(self, *args, **kwargs)
         except Exception as exc:
-            self.runs.run.report_failure(f"{type(self).__name__}.{method.__name__}", exc)
+            hook_failed(self, method.__name__, exc)
             return None
 
     return wrapper  # type: ignore[return-value]
+
+
+def hook_failed(callback: Any, hook: str, exc: Exception) -> None:
+    """Tell the callback's current run that its ``hook`` failed (once per hook; ``guarded``)."""
+    callback.runs.run.report_failure(f"{type(callback).__name__}.{hook}", exc)
 
 
 def find_caller(kind: type, max_depth: int = 8) -> Any | None:

@@ -4,8 +4,7 @@ Example::
 
     >>> from wattwise.ledger import Ledger
     >>> ledger = Ledger(meter, window_s=0.5, phase="train")   # reads the meter once: the start
-    >>> ledger.step()                                         # counts only
-    >>> if ledger.due():
+    >>> if ledger.step():                                     # counts; True when a reading is due
     ...     ledger.close_window()                             # reads the meter: a window closes
     >>> ledger.phases["train"].energy_j
 
@@ -99,25 +98,22 @@ class Ledger:
 
     def step(self, work: float | None = None, steps: int = 1, samples: int = 0) -> bool:
         """``steps`` steps ended, with their ``samples``; ``work``: their tokens, when the framework
-        counts them. Returns whether the window is due (``due()``)."""
+        counts them. Returns whether the window is due: ``window_s`` has passed since the last
+        reading, or the clock went back since (the meter then takes the jump out of the time at
+        once, rather than after the jump's length). This runs at every step, where a call costs
+        1-3 us, so it makes none."""
         self.window_steps += steps
         self.window_samples += samples
         if work is not None:
             self._window_work += work
             self._window_work_steps += steps
-        now = self._clock()  # due(), inlined: this runs at every step, where a call costs 1-3 us
-        return now >= self._due_at or now < self._back_at
-
-    def due(self) -> bool:
-        """Whether ``window_s`` has passed since the last reading, or the clock went back since (the
-        meter then takes the jump out of the time at once, rather than after the jump's length)."""
         now = self._clock()
         return now >= self._due_at or now < self._back_at
 
     def _schedule(self, next_read_at: float) -> None:
         """The next reading's time, and the last one's, on the clock's own scale (the meter's times
         are the clock's plus the shifts it made for a clock that went back, which only a reading
-        changes): ``due()``, at every step, compares the clock with them and adds nothing."""
+        changes): ``step()`` compares the clock with them and adds nothing."""
         self._due_at = next_read_at - self.meter.clock_shift_s
         self._back_at = self.last.timestamp_s - self.meter.clock_shift_s
 

@@ -71,7 +71,15 @@ from typing import Any
 
 import keras
 
-from wattwise.hooks import BatchCount, find_caller, guarded, move_to_front, precision_name, samples_in
+from wattwise.hooks import (
+    BatchCount,
+    find_caller,
+    guarded,
+    hook_failed,
+    move_to_front,
+    precision_name,
+    samples_in,
+)
 from wattwise.options import Options
 from wattwise.report import RunReport
 from wattwise.run import EVAL_J, Run
@@ -153,7 +161,7 @@ class EnergyCallback(Options, keras.callbacks.Callback):
             if logs is not None:
                 logs.update(self._batch_metrics)
         except Exception as exc:
-            self.runs.run.report_failure("EnergyCallback.on_train_batch_end", exc)
+            hook_failed(self, "on_train_batch_end", exc)
 
     @guarded
     def on_epoch_end(self, epoch, logs=None):

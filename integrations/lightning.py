@@ -66,7 +66,7 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from wattwise.hooks import count_samples, guarded, precision_name
+from wattwise.hooks import count_samples, guarded, hook_failed, precision_name
 from wattwise.options import Options
 from wattwise.report import RunReport
 from wattwise.run import POWER_W, STEP_J, Run
@@ -186,7 +186,7 @@ class EnergyCallback(Options, *_BASES):
             if run.should_stop:  # on_budget="stop" and the budget is spent
                 trainer.should_stop = True
         except Exception as exc:
-            self.runs.run.report_failure("EnergyCallback.on_train_batch_end", exc)
+            hook_failed(self, "on_train_batch_end", exc)
 
     # ---- validation, test, prediction ------------------------------------------------------------
 

@@ -64,7 +64,7 @@ from typing import Any
 from transformers import Trainer, TrainerCallback
 from transformers.trainer_callback import CallbackHandler, DefaultFlowCallback
 
-from wattwise.hooks import find_caller, find_local, guarded, move_to_front, precision_name
+from wattwise.hooks import find_caller, find_local, guarded, hook_failed, move_to_front, precision_name
 from wattwise.modelcard import write_co2_eq_emissions
 from wattwise.options import Options
 from wattwise.report import RunReport
@@ -142,7 +142,7 @@ class EnergyCallback(Options, TrainerCallback):
             if control.should_evaluate:
                 run.begin("eval")
         except Exception as exc:
-            self.runs.run.report_failure("EnergyCallback.on_step_end", exc)
+            hook_failed(self, "on_step_end", exc)
 
     @guarded
     def on_epoch_end(self, args, state, control, **kwargs):
