@@ -59,17 +59,22 @@ def logged_stream_score(points: list[tuple[int, float, float, float]], blank: li
     }
 
 
+def feed(forecaster: Forecaster, events: list[list]) -> None:
+    """Give ``forecaster`` recorded events, in order: ["window", steps, J, s, work] or ["eval", J, s]."""
+    for event in events:
+        if event[0] == "window":
+            forecaster.add_window(*event[1:])
+        else:
+            forecaster.add_eval_pass(*event[1:])
+
+
 def replay(record: dict, forecaster_class: type = Forecaster) -> list[Forecast | None]:
     """Every forecast the recorded run asked for, made again by ``forecaster_class``."""
     events, asked = record["events"], record["asked"]
     forecaster = forecaster_class(asked[0]["planned_steps"] if asked else None)
     fed, made = 0, []
     for ask in asked:
-        for event in events[fed:ask["events"]]:
-            if event[0] == "window":
-                forecaster.add_window(*event[1:])
-            else:
-                forecaster.add_eval_pass(*event[1:])
+        feed(forecaster, events[fed:ask["events"]])
         fed = ask["events"]
         forecaster.planned_steps, forecaster.eval_every_steps = ask["planned_steps"], ask["eval_every_steps"]
         made.append(forecaster.forecast(ask["energy_so_far_j"], ask["duration_so_far_s"]))
@@ -123,8 +128,7 @@ def level_after(record: dict) -> tuple[float, float] | None:
         return None
     ask = asked[index]
     forecaster = Forecaster(ask["planned_steps"], eval_every_steps=ask["eval_every_steps"])
-    for event in events[:ask["events"]]:
-        (forecaster.add_window if event[0] == "window" else forecaster.add_eval_pass)(*event[1:])
+    feed(forecaster, events[:ask["events"]])
     found = forecaster._steady()
     if found is None:
         return None
