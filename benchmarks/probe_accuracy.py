@@ -1,6 +1,6 @@
 """Accuracy of ``probe``: each candidate's projection of its whole run against that run, trained in full.
 
-Run:  python benchmarks/probe_accuracy.py [--only hf,pl,keras] [--scale 1.0] [--threads=1]   (about 20 minutes on 2 vCPUs)
+Run:  python benchmarks/probe_accuracy.py [--only hf,pl,keras] [--scale 1.0] [--threads=1]   (about 25 minutes on 2 vCPUs)
 
 In each of the three integrations (all offline, on the CPU, ``CUDA_VISIBLE_DEVICES=""``), the same
 user set-up is probed with three candidates, then every candidate is trained in full with the real
@@ -8,7 +8,7 @@ user set-up is probed with three candidates, then every candidate is trained in 
 ``window_s=0.05``) from the same initial weights:
 
 - ``hf``     HF Trainer, GPT-2 from a config (128 wide, 2 layers, 64 tokens, vocabulary 512), one epoch of
-             ``16384 x scale`` samples, evaluation at the epoch's end over 1024 samples;
+             ``24576 x scale`` samples, evaluation at the epoch's end over 1024 samples;
              candidates ``per_device_train_batch_size`` 8 and 32, and 32 with ``bf16`` (this CPU has AMX-BF16:
              bf16 matmuls are faster there from a large enough batch);
 - ``pl``     Lightning MLP (256 -> 1024 -> 1024 -> 1), 8 epochs of ``131072 x scale`` samples, validation each
@@ -32,7 +32,8 @@ full run's (given against the cheapest full run, and the mean). That share is se
 lengths: three candidates of 24 steps are 72 steps, so a full run must have several hundred steps
 of the cheapest candidate for it to be under 10% at all; the Lightning plan has 8 epochs (1024
 steps at batch 1024) for that reason, where an earlier version's 4 epochs made the probe 18% of the
-cheapest run by construction.
+cheapest run by construction, and the HF epoch 24576 samples (768 steps at batch 32), where 16384
+made its 48 steps 10.0-10.5% of the cheapest run.
 
 Energy here is wattwise's CPU/RAM estimate (process CPU time x TDP share; no RAPL or GPU on the
 machine this was written on): it tracks CPU time, so a shared machine's load moves it. Torch runs on
@@ -108,7 +109,7 @@ def hf(scale: float, scratch: str) -> Outcome:
         ids = torch.randint(0, 512, (n, 64), generator=torch.Generator().manual_seed(seed))
         return Dataset.from_dict({"input_ids": ids.tolist(), "labels": ids.tolist()})
 
-    train, evaluation = tokens(int(16384 * scale), 0), tokens(1024, 1)
+    train, evaluation = tokens(int(24576 * scale), 0), tokens(1024, 1)
 
     def trainer(config: dict, callbacks: list) -> Trainer:
         torch.manual_seed(0)
