@@ -16,8 +16,9 @@ What makes naive extrapolation ("first epoch x epochs") wrong, and what is done 
   leading windows whose energy per step stands out above the level of the later half of the steps
   seen (a step-weighted median, so it can be judged from a handful of windows); no forecast is
   given until four steady windows follow the warm-up, nor while the cost per step is still falling
-  (the recent half of the steady steps more than ``SETTLING_DROP`` cheaper than the earlier half, or
-  the last quarter clearly cheaper than the one before: a warm-up spread over many windows, whose
+  (the recent half of the steady steps more than ``SETTLING_DROP`` cheaper than the earlier half by
+  the halves' medians, which spikes do not move, or the last quarter clearly cheaper than the one
+  before: a warm-up spread over many windows, whose
   level is not known yet) until the run has shown its level (a window closed at ``LEVEL_SHOWN_AT``
   of the plan or later with the cost not falling); after that the warm-up found then stays what is
   dropped, and a fall is the level wandering, projected like any drift;
@@ -250,7 +251,7 @@ class Forecaster:
         """The steady windows, their layout and their energy rates (``_rates``), or None while the
         level is not known: a warm-up still in the later half of the steps seen, fewer than
         ``MIN_STEADY_WINDOWS`` after it, or, until the run has shown its level, a cost per step
-        that is still falling (``_still_falling``, ``_falling_trend``)."""
+        that is still falling (``_halves_falling``, ``_falling_trend``)."""
         warmup, capped = self._warmup_windows()
         if capped:  # warm-up still in the later half of the steps seen: the level is not known yet
             return None
@@ -261,7 +262,7 @@ class Forecaster:
         if layout.total_steps == 0:
             return None
         rates = _rates([w.energy_j for w in steady], layout)
-        if not self._level_shown and (_still_falling(*rates) or _falling_trend(steady, layout.per_work)):
+        if not self._level_shown and (_halves_falling(steady, layout) or _falling_trend(steady, layout.per_work)):
             return None
         return steady, layout, rates
 
@@ -434,10 +435,20 @@ def _stdev(values: list[float]) -> float:
     return math.sqrt(math.fsum((v - mean) ** 2 for v in values) / (len(values) - 1))
 
 
-def _still_falling(recent: float, sd: float, drift: float) -> bool:
-    """Whether the recent half's rate is more than ``SETTLING_DROP`` below the earlier half's."""
-    earlier = recent - drift
-    return earlier > 0 and -drift > SETTLING_DROP * earlier
+def _halves_falling(windows: list[_Window], layout: _Layout) -> bool:
+    """Whether the recent half of the steady steps costs more than ``SETTLING_DROP`` less than the
+    earlier half, each half's cost being the step-weighted median of its windows' cost per step (per
+    token, when counted). A warm-up spread over many windows lowers the whole later half; a few
+    spikes (another process taking the CPU for a moment) move a half's mean, not its median."""
+    halves: tuple[list[tuple[float, float]], list[tuple[float, float]]] = ([], [])
+    for index, w in enumerate(windows):
+        weight = (w.work if layout.per_work else w.steps) or 0.0
+        if w.steps and weight > 0:
+            halves[index >= layout.split].append((w.energy_j / weight, w.steps))
+    if not halves[0] or not halves[1]:
+        return False
+    earlier, recent = _weighted_median(halves[0]), _weighted_median(halves[1])
+    return earlier > 0 and earlier - recent > SETTLING_DROP * earlier
 
 
 def _falling_trend(windows: list[_Window], per_work: bool) -> bool:

@@ -124,6 +124,22 @@ def test_a_candidate_still_getting_cheaper_at_its_last_step_is_said_rather_than_
     assert only.ran and only.projected_energy_j is None and "probe more steps" in only.note
 
 
+def test_a_few_spikes_early_in_a_candidate_are_noise_not_a_warm_up(steady, tmp_path):
+    """Four steps at 6x the cost in the earlier half (another process taking the CPU for a moment, as
+    `make demo` met on a busy machine) leave the halves' medians alike: the candidate is projected at
+    its level, not "probe more steps" (the halves' means are 2x apart)."""
+    def spiky(config, run):
+        for step in range(run.planned_steps):
+            steady.now += 0.6 if step in (3, 5, 6, 9) else 0.1
+            run.step(samples=8)
+
+    result = wattwise.probe(spiky, {"batch_size": [8]}, steps=40, planned_steps=1000, options=options(tmp_path))
+    only = result.candidates[0]
+    assert only.note is None and only.energy_per_step_j == pytest.approx(0.1 * WATTS, rel=1e-6)
+    measured_j = (36 * 0.1 + 4 * 0.6) * WATTS
+    assert only.projected_energy_j == pytest.approx(measured_j + 960 * 0.1 * WATTS, rel=1e-3)
+
+
 def test_random_state_and_model_are_left_as_they_were_and_each_candidate_starts_alike(steady, tmp_path):
     torch.manual_seed(3)
     random.seed(3)
