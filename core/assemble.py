@@ -10,6 +10,7 @@ One function, so the report is built the same way at the end of every run, which
 
 from __future__ import annotations
 
+import logging
 from typing import Protocol
 
 from . import advisor
@@ -84,6 +85,10 @@ def recommend(run: FinishingRun, energy_j: float, by_phase: dict, by_component: 
             grid=run.grid,
         )
         evidence.probe = probed(run, by_component)
+        if evidence.probe is not None and evidence.setup.batch_size is None and evidence.setup.precision is None:
+            run.note(f"a probe of this model on this hardware ({evidence.probe.path}) was not compared with this run: "
+                     "its batch size and precision are not known (tell the run: "
+                     "run.evidence.describe(batch_size=..., precision=...))", level=logging.INFO)
         return advisor.advise(evidence)
     except Exception as exc:
         run.report_failure("advisor", exc)

@@ -6,7 +6,9 @@ No framework: the loop calls ``run.step()`` after each optimizer step and prints
 every 100 steps (a few of the keys every EnergyCallback logs), evaluates once per epoch inside
 ``run.phase("eval")``, and ends with wattwise's summary and files under <output-dir>/wattwise/.
 With ``--probe`` it first measures three batch sizes for 200 steps each (``wattwise.probe``) and
-prints each one's projected energy for the whole planned run, before training at batch size 32.
+prints each one's projected energy for the whole planned run, before training at batch size 32; the
+summary then recommends the probe's cheapest batch size with the saving it measured (the probe is kept
+beside the run registry, so later runs of the same model on this machine get it too).
 """
 
 from __future__ import annotations
@@ -57,6 +59,8 @@ def main() -> None:
     planned = len(loader) * cli.epochs
     with wattwise.track(country_iso_code=cli.country, planned_steps=planned, output_dir=cli.output_dir) as run:
         run.set_work(model=model)  # its parameter count, for the run registry (wattwise estimate's calibration)
+        # the set-up the advisor compares with a probe of this model (the framework callbacks say it themselves)
+        run.evidence.describe(batch_size=loader.batch_size)
         step = 0
         for epoch in range(cli.epochs):
             model.train()

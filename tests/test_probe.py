@@ -230,6 +230,26 @@ def test_the_advisor_recommends_the_probed_best_with_the_measured_saving(steady,
     assert not [r for r in _train(steady, tmp_path, other, 8).recommendations if r.rule == "probed_configuration"]
 
 
+def test_a_loop_that_does_not_say_its_batch_size_is_told_how_to(steady, tmp_path):
+    """A probe of the model exists, but a ``wattwise.track()`` loop that never said its batch size or
+    precision cannot be compared with it: the report says so and how, rather than staying silent."""
+    model = torch.nn.Linear(4, 2)
+    wattwise.probe(stepper(steady), {"batch_size": [8, 32]}, steps=20, planned_samples=3200, model=model,
+                   options=options(tmp_path))
+    run = Run.from_config(Config.from_kwargs(carbon_intensity_g_per_kwh=100.0, output_dir=str(tmp_path / "run"),
+                                             print_summary=False), "loop", clock=steady)
+    run.start(planned_steps=100)
+    run.set_work(model=model)
+    for _ in range(100):
+        steady.now += SECONDS_PER_STEP[8]
+        run.step(samples=8)
+    report = run.finish()
+    assert not [r for r in report.recommendations if r.rule == "probed_configuration"]
+    [said] = [n for n in report.notes if "was not compared with this run" in n]
+    assert "probes" in said and "run.evidence.describe(batch_size=" in said
+    assert not [n for n in _train(steady, tmp_path, model, batch_size=8).notes if "not compared" in n]
+
+
 def test_a_run_whose_configuration_was_not_probed_is_compared_per_sample(steady, tmp_path):
     model = torch.nn.Linear(4, 2)
     wattwise.probe(stepper(steady), {"batch_size": [8, 32]}, steps=20, planned_samples=3200, model=model,
