@@ -16,10 +16,10 @@ What makes naive extrapolation ("first epoch x epochs") wrong, and what is done 
   leading windows whose energy per step stands out above the level of the later half of the steps
   seen (a step-weighted median, so it can be judged from a handful of windows); no forecast is
   given until four steady windows follow the warm-up, nor while the cost per step is still falling
-  (the recent half of the steady steps more than ``SETTLING_DROP`` cheaper than the earlier half by
-  the halves' medians, which spikes do not move, or the last quarter clearly cheaper than the one
-  before: a warm-up spread over many windows, whose
-  level is not known yet) until the run has shown its level (a window closed at ``LEVEL_SHOWN_AT``
+  (the recent half of the steady steps more than ``SETTLING_DROP`` cheaper than the earlier half, on
+  average and by the halves' medians, which spikes do not move, or the last quarter clearly cheaper
+  than the one before: a warm-up spread over many windows, whose level is not known yet) until the
+  run has shown its level (a window closed at ``LEVEL_SHOWN_AT``
   of the plan or later with the cost not falling); after that the warm-up found then stays what is
   dropped, and a fall is the level wandering, projected like any drift;
 - evaluation: passes are projected separately, at the observed cadence (or ``eval_every_steps``),
@@ -437,18 +437,25 @@ def _stdev(values: list[float]) -> float:
 
 def _halves_falling(windows: list[_Window], layout: _Layout) -> bool:
     """Whether the recent half of the steady steps costs more than ``SETTLING_DROP`` less than the
-    earlier half, each half's cost being the step-weighted median of its windows' cost per step (per
-    token, when counted). A warm-up spread over many windows lowers the whole later half; a few
-    spikes (another process taking the CPU for a moment) move a half's mean, not its median."""
+    earlier half both on average and by the halves' step-weighted medians of their windows' cost per
+    step (per token, when counted). A warm-up spread over many windows lowers the whole later half,
+    both; a few spikes (another process taking the CPU for a moment) move a half's mean, not its
+    median, and with a handful of windows the median of plain noise moves more than the mean."""
     halves: tuple[list[tuple[float, float]], list[tuple[float, float]]] = ([], [])
+    sums = [[0.0, 0.0], [0.0, 0.0]]  # cost and weight of each half
     for index, w in enumerate(windows):
         weight = (w.work if layout.per_work else w.steps) or 0.0
         if w.steps and weight > 0:
-            halves[index >= layout.split].append((w.energy_j / weight, w.steps))
+            later = index >= layout.split
+            halves[later].append((w.energy_j / weight, w.steps))
+            sums[later][0] += w.energy_j
+            sums[later][1] += weight
     if not halves[0] or not halves[1]:
         return False
-    earlier, recent = _weighted_median(halves[0]), _weighted_median(halves[1])
-    return earlier > 0 and earlier - recent > SETTLING_DROP * earlier
+    earlier, recent = sums[0][0] / sums[0][1], sums[1][0] / sums[1][1]
+    earlier_median, recent_median = _weighted_median(halves[0]), _weighted_median(halves[1])
+    return (earlier > 0 and earlier - recent > SETTLING_DROP * earlier
+            and earlier_median - recent_median > SETTLING_DROP * earlier_median)
 
 
 def _falling_trend(windows: list[_Window], per_work: bool) -> bool:
