@@ -82,6 +82,11 @@ class TrainingSetup:
     physical_cores: int | None = None
     eval_every_steps: int | None = None
 
+    def probe_setup(self) -> dict[str, Any] | None:
+        """Batch size and precision, what a probe's candidates are compared on; None when neither is known."""
+        mine = {"batch_size": self.batch_size, "precision": self.precision}
+        return mine if any(v is not None for v in mine.values()) else None
+
 
 @dataclass
 class GpuUsage:
@@ -415,8 +420,8 @@ def probed_configuration(ev: Evidence) -> Recommendation | None:
         return None
     ran = [c for c in probe.candidates if not c.get("error") and c.get("projected_energy_j")
            and c.get("energy_per_sample_j")]
-    mine = {"batch_size": ev.setup.batch_size, "precision": ev.setup.precision}
-    if not ran or all(v is None for v in mine.values()):
+    mine = ev.setup.probe_setup()
+    if not ran or mine is None:
         return None
     best = min(ran, key=lambda c: c["projected_energy_j"])
     if _same_setup(best.get("setup") or {}, mine):

@@ -85,7 +85,7 @@ def recommend(run: FinishingRun, energy_j: float, by_phase: dict, by_component: 
             grid=run.grid,
         )
         evidence.probe = probed(run, by_component)
-        if evidence.probe is not None and evidence.setup.batch_size is None and evidence.setup.precision is None:
+        if evidence.probe is not None and evidence.setup.probe_setup() is None:  # probed_configuration is silent
             run.note(f"a probe of this model on this hardware ({evidence.probe.path}) was not compared with this run: "
                      "its batch size and precision are not known (tell the run: "
                      "run.evidence.describe(batch_size=..., precision=...))", level=logging.INFO)

@@ -262,7 +262,7 @@ class Forecaster:
         if layout.total_steps == 0:
             return None
         rates = _rates([w.energy_j for w in steady], layout)
-        if not self._level_shown and (_halves_falling(steady, layout) or _falling_trend(steady, layout.per_work)):
+        if not self._level_shown and (_halves_falling(steady, layout, rates) or _falling_trend(steady, layout.per_work)):
             return None
         return steady, layout, rates
 
@@ -435,27 +435,26 @@ def _stdev(values: list[float]) -> float:
     return math.sqrt(math.fsum((v - mean) ** 2 for v in values) / (len(values) - 1))
 
 
-def _halves_falling(windows: list[_Window], layout: _Layout) -> bool:
+def _halves_falling(windows: list[_Window], layout: _Layout, rates: tuple[float, float, float]) -> bool:
     """Whether the recent half of the steady steps costs more than ``SETTLING_DROP`` less than the
-    earlier half both on average and by the halves' step-weighted medians of their windows' cost per
-    step (per token, when counted). A warm-up spread over many windows lowers the whole later half,
-    both; a few spikes (another process taking the CPU for a moment) move a half's mean, not its
-    median, and with a handful of windows the median of plain noise moves more than the mean."""
+    earlier half both on average (``rates``: ``_rates`` of the windows' joules, whose drift is the
+    halves' difference) and by the halves' step-weighted medians of their windows' cost per step (per
+    token, when counted). A warm-up spread over many windows lowers the whole later half, both; a
+    few spikes (another process taking the CPU for a moment) move a half's mean, not its median, and
+    with a handful of windows the median of plain noise moves more than the mean."""
+    recent, _, drift = rates
+    earlier = recent - drift
+    if not (earlier > 0 and -drift > SETTLING_DROP * earlier):
+        return False
     halves: tuple[list[tuple[float, float]], list[tuple[float, float]]] = ([], [])
-    sums = [[0.0, 0.0], [0.0, 0.0]]  # cost and weight of each half
     for index, w in enumerate(windows):
         weight = (w.work if layout.per_work else w.steps) or 0.0
         if w.steps and weight > 0:
-            later = index >= layout.split
-            halves[later].append((w.energy_j / weight, w.steps))
-            sums[later][0] += w.energy_j
-            sums[later][1] += weight
+            halves[index >= layout.split].append((w.energy_j / weight, w.steps))
     if not halves[0] or not halves[1]:
         return False
-    earlier, recent = sums[0][0] / sums[0][1], sums[1][0] / sums[1][1]
-    earlier_median, recent_median = _weighted_median(halves[0]), _weighted_median(halves[1])
-    return (earlier > 0 and earlier - recent > SETTLING_DROP * earlier
-            and earlier_median - recent_median > SETTLING_DROP * earlier_median)
+    earlier_median = _weighted_median(halves[0])
+    return earlier_median - _weighted_median(halves[1]) > SETTLING_DROP * earlier_median
 
 
 def _falling_trend(windows: list[_Window], per_work: bool) -> bool:
